@@ -1,0 +1,15 @@
+"""trpo_lab: Trust Region Policy Optimization (Schulman et al. 2015) as a small, readable lab."""
+
+from .advantages import discounted_returns, gae, td_errors
+from .config import PRESETS, ConfigError, TRPOConfig
+from .policies import (CategoricalPolicy, GaussianPolicy, PolicySpec, SpaceError, ValueFunction,
+                       build_policy)
+from .rollout import EnvError, RunningMeanStd, evaluate_policy, make_vector_env
+from .train import IterationRecord, Trainer, train
+from .trust_region import (CGResult, StepCache, StepReport, Trial, UpdateProblem,
+                           backtracking_line_search, conjugate_gradient, fisher_operator,
+                           fisher_vector_product, make_update_problem, mean_kl, natural_step,
+                           policy_gradient, surrogate, trpo_step)
+from .value import ValueFitReport, fit_value, make_value_optimizer
+
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""Checkpoints: everything a `Trainer` needs to continue exactly where it stopped.
+
+Saved: config, policy, value net, value optimiser, observation normaliser, RNG state, the sampler's
+current observations and running episode returns, the environments themselves (pickled, with
+MuJoCo simulator state restored explicitly), counters and history. Files are written atomically
+(temporary file + `os.replace`), so a crash mid-write never damages an existing checkpoint.
+Checkpoints are pickles (the environments are saved whole): load only files you trust.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from .config import TRPOConfig
+from .policies import Policy, PolicySpec, build_policy
+from .rollout import RunningMeanStd
+from .train import IterationRecord, Trainer
+
+FORMAT, VERSION = "trpo_lab.checkpoint", 1
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a trpo_lab checkpoint, is damaged, or is of an unknown version."""
+
+
+def _mujoco_state(env) -> dict | None:
+    base = env.unwrapped
+    if not hasattr(base, "data") or not hasattr(base, "set_state"):
+        return None
+    return {"qpos": base.data.qpos.copy(), "qvel": base.data.qvel.copy(),
+            "time": float(base.data.time), "rng": base.np_random.bit_generator.state}
+
+
+def _restore_mujoco(env, state: dict | None) -> None:
+    if state is None:
+        return
+    base = env.unwrapped
+    base.set_state(state["qpos"], state["qvel"])
+    base.data.time = state["time"]
+    base.np_random.bit_generator.state = state["rng"]
+
+
+def _env_state(trainer: Trainer) -> bytes | None:
+    envs = trainer.envs.envs if isinstance(trainer.envs, SyncVectorEnv) else None
+    if envs is None:
+        return None
+    try:
+        return pickle.dumps({"envs": envs, "mujoco": [_mujoco_state(e) for e in envs]})
+    except Exception:  # an env that cannot be pickled: resume restarts its episodes
+        return None
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
+    """Write `trainer`'s whole state to `path` atomically."""
+    state = {
+        "format": FORMAT, "version": VERSION,
+        "config": trainer.config.to_dict(), "spec": trainer.spec.to_dict(),
+        "policy": trainer.policy.state_dict(), "value": trainer.value.state_dict(),
+        "value_optimizer": trainer.value_optimizer.state_dict(),
+        "normalizer": trainer.normalizer.state_dict() if trainer.normalizer else None,
+        "generator": trainer.generator.get_state(),
+        "sampler": trainer.sampler.state_dict(), "envs": _env_state(trainer),
+        "iteration": trainer.iteration, "steps": trainer.steps,
+        "recent_returns": list(trainer.recent_returns),
+        "recent_lengths": list(trainer.recent_lengths),
+        "history": [r.as_dict() for r in trainer.history],
+    }
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _read(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable trpo_lab checkpoint "
+                              f"(damaged or of another format): {e}") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a trpo_lab checkpoint (no '{FORMAT}' header)")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{str(path)!r} has checkpoint version {state.get('version')!r}; "
+                              f"this trpo_lab reads version {VERSION}")
+    return state
+
+
+def load_agent(path: str | os.PathLike) -> tuple[Policy, RunningMeanStd | None, TRPOConfig]:
+    """The policy, observation normaliser and config of a checkpoint (no environments made)."""
+    state = _read(path)
+    policy = build_policy(PolicySpec.from_dict(state["spec"]))
+    policy.load_state_dict(state["policy"])
+    normalizer = None
+    if state["normalizer"] is not None:
+        normalizer = RunningMeanStd((policy.spec.obs_dim,))
+        normalizer.load_state_dict(state["normalizer"])
+    return policy, normalizer, TRPOConfig.from_dict(state["config"])
+
+
+def load_checkpoint(path: str | os.PathLike, total_steps: int | None = None) -> Trainer:
+    """A `Trainer` that continues the saved run exactly (optionally with a new step budget)."""
+    state = _read(path)
+    config = TRPOConfig.from_dict(state["config"])
+    if total_steps is not None:
+        config = config.replace(total_steps=total_steps)
+    trainer = Trainer(config)
+    trainer.policy.load_state_dict(state["policy"])
+    trainer.value.load_state_dict(state["value"])
+    trainer.value_optimizer.load_state_dict(state["value_optimizer"])
+    if trainer.normalizer is not None:
+        trainer.normalizer.load_state_dict(state["normalizer"])
+    trainer.generator.set_state(state["generator"])
+    if state["envs"] is not None:
+        saved = pickle.loads(state["envs"])
+        for env, mujoco in zip(saved["envs"], saved["mujoco"]):
+            _restore_mujoco(env, mujoco)
+        trainer.envs.close()
+        trainer.envs = SyncVectorEnv([lambda e=e: e for e in saved["envs"]],
+                                     autoreset_mode=AutoresetMode.SAME_STEP)
+        trainer.sampler.envs = trainer.envs
+        trainer.sampler.load_state_dict(state["sampler"])
+    else:
+        warnings.warn("the checkpoint holds no environment state (the env could not be pickled): "
+                      "episodes restart from a reset, so the resumed run is not bit-identical",
+                      stacklevel=2)
+    trainer.iteration, trainer.steps = state["iteration"], state["steps"]
+    trainer.recent_returns.extend(state["recent_returns"])
+    trainer.recent_lengths.extend(state["recent_lengths"])
+    trainer.history = [IterationRecord(**r) for r in state["history"]]
+    return trainer

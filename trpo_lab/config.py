@@ -1,0 +1,199 @@
+"""`TRPOConfig`: every hyperparameter of a training run, named after the math, and per-env presets.
+
+Each field carries its docstring right under it (CleanRL style); the CLI reads them for `--help`.
+Nothing here imports torch or gymnasium.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A hyperparameter has a value that is not allowed; the message names field, value and rule."""
+
+
+def _bad(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"TRPOConfig.{name} = {value!r} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class TRPOConfig:
+    """Hyperparameters of one TRPO run (Schulman et al. 2015, arXiv:1502.05477)."""
+
+    env_id: str = "CartPole-v1"
+    """gymnasium environment id, e.g. 'CartPole-v1', 'Pendulum-v1', 'Hopper-v5'."""
+    seed: int = 0
+    """One seed drives the envs, the network initialisation and every sample: same seed, same numbers."""
+    total_steps: int = 100_000
+    """Environment steps to train for (summed over all parallel envs)."""
+    num_envs: int = 8
+    """Parallel environments stepped in lockstep (gymnasium SyncVectorEnv)."""
+    batch_steps: int = 2048
+    """Environment steps per TRPO iteration, over all envs: one update problem. A multiple of num_envs."""
+    gamma: float = 0.99
+    """Discount factor γ in [0, 1]."""
+    lam: float = 0.97
+    """GAE parameter λ in [0, 1]: 0 gives TD errors, 1 gives Monte-Carlo returns − V."""
+    max_kl: float = 0.01
+    """Trust-region radius δ: the mean KL(π_old ‖ π_new) an accepted step may not exceed."""
+    damping: float = 0.1
+    """CG damping: conjugate gradient solves (F + damping·I) s = g."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for F s = g."""
+    cg_tol: float = 1e-10
+    """CG stops early once the squared residual ‖r‖² falls below this."""
+    backtrack_coef: float = 0.8
+    """Line search shrinks the step by this factor per rejected trial, in (0, 1)."""
+    backtrack_iters: int = 10
+    """Line-search trials before the step is rejected (parameters then stay unchanged)."""
+    fvp_fraction: float = 1.0
+    """Fraction of the batch used for Fisher-vector products (the paper used 0.1), in (0, 1]."""
+    normalize_advantages: bool = True
+    """Standardise advantages per batch (zero mean, unit std) before the policy step."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the policy MLP."""
+    activation: str = "tanh"
+    """Activation of the hidden layers of both MLPs: 'tanh' or 'relu'."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box action spaces only)."""
+    vf_hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the value MLP."""
+    vf_optimizer: str = "adam"
+    """Value-fitting optimiser: 'adam' (minibatches) or 'lbfgs' (full batch)."""
+    vf_lr: float = 1e-3
+    """Value-fitting learning rate (Adam) or initial step length (L-BFGS)."""
+    vf_epochs: int = 5
+    """Passes over the batch per value fit (Adam), or L-BFGS iterations."""
+    vf_minibatch_size: int = 64
+    """Minibatch size of the Adam value fit."""
+    normalize_obs: bool = False
+    """Keep running mean/std of observations (owned by the agent, saved with it) and standardise inputs."""
+    obs_clip: float = 10.0
+    """Normalised observations are clipped to [−obs_clip, obs_clip]."""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for these small networks and keeps runs reproducible."""
+
+    def __post_init__(self) -> None:
+        # normalise sequences so configs loaded from JSON compare equal to ones written in code
+        for name in ("hidden_sizes", "vf_hidden_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first field whose value is not allowed."""
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        for name, kind in types.items():
+            value = getattr(self, name)
+            if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise _bad(name, value, "must be an integer")
+            if kind == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise _bad(name, value, "must be a number")
+                if not math.isfinite(value):
+                    raise _bad(name, value, "must be finite")
+            if kind == "bool" and not isinstance(value, bool):
+                raise _bad(name, value, "must be True or False")
+            if kind == "str" and not isinstance(value, str):
+                raise _bad(name, value, "must be a string")
+        if not self.env_id:
+            raise _bad("env_id", self.env_id, "must name a gymnasium environment")
+        if self.seed < 0:
+            raise _bad("seed", self.seed, "must be ≥ 0")
+        for name in ("total_steps", "num_envs", "batch_steps", "cg_iters", "vf_epochs",
+                     "vf_minibatch_size", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be ≥ 1")
+        if self.backtrack_iters < 1:
+            raise _bad("backtrack_iters", self.backtrack_iters, "must be ≥ 1")
+        if self.batch_steps % self.num_envs:
+            raise _bad("batch_steps", self.batch_steps,
+                       f"must be a multiple of num_envs = {self.num_envs}")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise _bad(name, getattr(self, name), "must lie in [0, 1]")
+        for name in ("max_kl", "cg_tol", "vf_lr", "obs_clip"):
+            if getattr(self, name) <= 0:
+                raise _bad(name, getattr(self, name), "must be > 0")
+        if self.damping < 0:
+            raise _bad("damping", self.damping, "must be ≥ 0")
+        if not 0.0 < self.backtrack_coef < 1.0:
+            raise _bad("backtrack_coef", self.backtrack_coef, "must lie in (0, 1)")
+        if not 0.0 < self.fvp_fraction <= 1.0:
+            raise _bad("fvp_fraction", self.fvp_fraction, "must lie in (0, 1]")
+        for name in ("hidden_sizes", "vf_hidden_sizes"):
+            sizes = getattr(self, name)
+            if not isinstance(sizes, tuple) or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes
+            ):
+                raise _bad(name, sizes, "must be a tuple of positive integers, e.g. (64, 64)")
+        if self.activation not in ("tanh", "relu"):
+            raise _bad("activation", self.activation, "must be 'tanh' or 'relu'")
+        if self.vf_optimizer not in ("adam", "lbfgs"):
+            raise _bad("vf_optimizer", self.vf_optimizer, "must be 'adam' or 'lbfgs'")
+
+    def replace(self, **changes: Any) -> TRPOConfig:
+        """A copy with some fields changed (validated); unknown names raise `ConfigError`."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for name in changes:
+            if name not in known:
+                raise ConfigError(f"TRPOConfig has no field {name!r}; fields are: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TRPOConfig:
+        return cls().replace(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TRPOConfig:
+        """The preset for an environment (see `PRESETS`), with optional overrides."""
+        if name not in PRESETS:
+            raise ConfigError(f"preset = {name!r} is not known; presets are: {sorted(PRESETS)}")
+        return cls().replace(**{**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tuned on this lab's implementation, in the spirit of rl-baselines3-zoo's hyperparams/trpo.yml.
+    "CartPole-v1": dict(
+        env_id="CartPole-v1", total_steps=100_000, num_envs=8, batch_steps=2048,
+        gamma=0.99, lam=0.97, max_kl=0.01, damping=0.1, vf_epochs=5,
+    ),
+    "Acrobot-v1": dict(
+        env_id="Acrobot-v1", total_steps=100_000, num_envs=8, batch_steps=2048,
+        gamma=0.99, lam=0.97, max_kl=0.01, normalize_obs=True,
+    ),
+    "Pendulum-v1": dict(
+        env_id="Pendulum-v1", total_steps=100_000, num_envs=8, batch_steps=1024,
+        gamma=0.9, lam=0.95, max_kl=0.02, normalize_obs=True, vf_epochs=10,
+    ),
+    "Hopper-v5": dict(
+        env_id="Hopper-v5", total_steps=1_000_000, num_envs=8, batch_steps=2048,
+        gamma=0.99, lam=0.95, max_kl=0.02, normalize_obs=True, vf_epochs=10, fvp_fraction=0.25,
+        init_log_std=-0.5,
+    ),
+}
+"""Per-environment hyperparameters; `TRPOConfig.from_preset(name)` builds a config from one."""
+
+
+def field_docs() -> dict[str, str]:
+    """The docstring written under each `TRPOConfig` field, read from the source (used by the CLI)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TRPOConfig))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+

@@ -1,0 +1,162 @@
+"""Policy and value networks.
+
+A policy maps observations to the *parameters* of its action distribution (`forward`), and turns
+those parameters into a `torch.distributions` object (`distribution`). Keeping the two apart lets the
+trust-region math evaluate the same network at any flat parameter vector θ with
+`torch.func.functional_call`, while rollouts use `sample`, a fast path with no distribution object
+that draws exactly the actions the distribution would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class SpaceError(ValueError):
+    """An observation or action space that the lab's policies do not support."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Everything needed to rebuild a policy network (saved with snapshots and checkpoints)."""
+
+    kind: str  # "gaussian" (Box actions) or "categorical" (Discrete actions)
+    obs_dim: int
+    act_dim: int  # action dimensions (gaussian) or number of actions (categorical)
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    init_log_std: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PolicySpec:
+        return cls(**{**data, "hidden_sizes": tuple(data["hidden_sizes"])})
+
+
+def mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
+    """An MLP with orthogonal init: gain √2 on hidden layers, `out_gain` on the last, zero biases."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(n_in, n_out)
+        last = i == len(sizes) - 2
+        nn.init.orthogonal_(linear.weight, gain=out_gain if last else math.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if not last:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianPolicy(nn.Module):
+    """π_θ(a|s) = 𝒩(μ_θ(s), diag(σ²)) with a state-independent log σ (Box actions)."""
+
+    def __init__(self, spec: PolicySpec):
+        super().__init__()
+        self.spec = spec
+        self.mean_net = mlp([spec.obs_dim, *spec.hidden_sizes, spec.act_dim], spec.activation, 0.01)
+        self.log_std = nn.Parameter(torch.full((spec.act_dim,), float(spec.init_log_std)))
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs [B, obs_dim] ↦ (mean [B, act_dim], log_std [B, act_dim])."""
+        mean = self.mean_net(obs)
+        return mean, self.log_std.expand_as(mean)
+
+    @staticmethod
+    def distribution(params: tuple[Tensor, ...]) -> Distribution:
+        mean, log_std = params
+        return Independent(Normal(mean, log_std.exp(), validate_args=False), 1, validate_args=False)
+
+    def dist(self, obs: Tensor) -> Distribution:
+        return self.distribution(self(obs))
+
+    @torch.no_grad()
+    def sample(self, obs: Tensor, generator: torch.Generator | None = None,
+               deterministic: bool = False) -> Tensor:
+        """Actions a = μ + σ·ε, ε ~ 𝒩(0, I) (or μ when deterministic), unclipped."""
+        mean = self.mean_net(obs)
+        if deterministic:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + self.log_std.exp() * noise
+
+
+class CategoricalPolicy(nn.Module):
+    """π_θ(a|s) = softmax(logits_θ(s))_a (Discrete actions)."""
+
+    def __init__(self, spec: PolicySpec):
+        super().__init__()
+        self.spec = spec
+        self.logits_net = mlp([spec.obs_dim, *spec.hidden_sizes, spec.act_dim], spec.activation, 0.01)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor]:
+        """obs [B, obs_dim] ↦ (logits [B, n_actions],)."""
+        return (self.logits_net(obs),)
+
+    @staticmethod
+    def distribution(params: tuple[Tensor, ...]) -> Distribution:
+        return Categorical(logits=params[0], validate_args=False)
+
+    def dist(self, obs: Tensor) -> Distribution:
+        return self.distribution(self(obs))
+
+    @torch.no_grad()
+    def sample(self, obs: Tensor, generator: torch.Generator | None = None,
+               deterministic: bool = False) -> Tensor:
+        """Actions drawn from softmax(logits) (or the arg-max when deterministic)."""
+        logits = self.logits_net(obs)
+        if deterministic:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+Policy = GaussianPolicy | CategoricalPolicy
+
+
+def build_policy(spec: PolicySpec) -> Policy:
+    """The policy network described by `spec`."""
+    if spec.kind == "gaussian":
+        return GaussianPolicy(spec)
+    if spec.kind == "categorical":
+        return CategoricalPolicy(spec)
+    raise SpaceError(f"PolicySpec.kind = {spec.kind!r} is not allowed: 'gaussian' or 'categorical'")
+
+
+class ValueFunction(nn.Module):
+    """V_φ(s): an MLP from observations to a scalar state value."""
+
+    def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...] = (64, 64), activation: str = "tanh"):
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden_sizes, 1], activation, 1.0)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """obs [B, obs_dim] ↦ V [B]."""
+        return self.net(obs).squeeze(-1)
+
+
+def spec_for_spaces(observation_space, action_space, hidden_sizes: tuple[int, ...] = (64, 64),
+                    activation: str = "tanh", init_log_std: float = 0.0) -> PolicySpec:
+    """The policy spec for gymnasium spaces: Box observations; Box (1-D) or Discrete actions."""
+    from gymnasium import spaces
+
+    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+        raise SpaceError(
+            f"observation_space = {observation_space} is not supported: the lab's MLP policies need a "
+            "1-D Box (vector observations; no Dict, Discrete or image spaces)")
+    obs_dim = int(observation_space.shape[0])
+    if isinstance(action_space, spaces.Discrete):
+        return PolicySpec("categorical", obs_dim, int(action_space.n), hidden_sizes, activation)
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        return PolicySpec("gaussian", obs_dim, int(action_space.shape[0]), hidden_sizes, activation,
+                          init_log_std)
+    raise SpaceError(
+        f"action_space = {action_space} is not supported: use Discrete or a 1-D Box")

@@ -1,0 +1,218 @@
+"""Collecting batches from gymnasium environments, and observation normalisation.
+
+Environments are stepped as a `gymnasium.vector.SyncVectorEnv` with *same-step* autoreset: when an
+episode ends at step t, the env returns the first observation of the next episode and the real
+final observation s_{t+1} in `info["final_obs"]`. The batch keeps that real s_{t+1} (`next_obs`), so
+a time-limit truncation can bootstrap V(s_{t+1}) while a termination does not.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from torch import Tensor
+
+from .policies import Policy
+
+
+class EnvError(RuntimeError):
+    """The environment could not be made, raised during a rollout, or returned non-finite data."""
+
+
+class RunningMeanStd:
+    """Running mean and variance of observations (Chan et al. parallel update), in float64."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = 1e-4
+        self.clip, self.eps = clip, eps
+
+    def update(self, x: np.ndarray) -> None:
+        """Fold a batch x [n, *shape] into the statistics."""
+        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        delta, total = b_mean - self.mean, self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var, self.count = m2 / total, total
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """clip((x − mean) / √(var + eps), ±clip)."""
+        return np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count,
+                "clip": self.clip, "eps": self.eps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var = np.array(state["mean"]), np.array(state["var"])
+        self.count, self.clip, self.eps = state["count"], state["clip"], state["eps"]
+
+
+def make_vector_env(env: str | gym.Env | VectorEnv, num_envs: int = 1) -> VectorEnv:
+    """A same-step-autoreset vector env from an env id (`num_envs` copies), one env, or a vector env."""
+    if isinstance(env, VectorEnv):
+        mode = env.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.SAME_STEP:
+            raise EnvError(
+                f"vector env autoreset_mode = {mode} is not supported: create it with "
+                "vector_kwargs={'autoreset_mode': AutoresetMode.SAME_STEP} so that the real final "
+                "observation of a truncated episode can be bootstrapped")
+        return env
+    if isinstance(env, gym.Env):
+        return SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
+    if not isinstance(env, str):
+        raise EnvError(f"env = {env!r} is not allowed: an env id, a gymnasium.Env or a VectorEnv")
+    try:
+        gym.spec(env)
+    except gym.error.Error as e:
+        raise EnvError(f"env_id = {env!r} is not a registered gymnasium environment ({e})") from e
+    return SyncVectorEnv([functools.partial(gym.make, env) for _ in range(num_envs)],
+                         autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+@dataclass
+class Batch:
+    """One rollout, time-major [T, N, ...]; observations as the policy saw them (normalised if on)."""
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_obs: Tensor  # the real s_{t+1}, also at episode ends
+    terminated: Tensor
+    episode_ends: Tensor  # terminated or truncated
+    episode_returns: list[float] = field(default_factory=list)  # episodes finished in this batch
+    episode_lengths: list[int] = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rewards.numel())
+
+
+class Sampler:
+    """Steps a vector env with a policy and hands out `Batch`es; keeps the state between batches
+    (the current observations and the running episode returns) so episodes span iterations."""
+
+    def __init__(self, envs: VectorEnv, normalizer: RunningMeanStd | None = None):
+        self.envs, self.normalizer = envs, normalizer
+        self.num_envs = envs.num_envs
+        space = envs.single_action_space
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.low = None if self.discrete else space.low
+        self.high = None if self.discrete else space.high
+        self.obs: np.ndarray | None = None
+        self.ep_return = np.zeros(self.num_envs)
+        self.ep_length = np.zeros(self.num_envs, np.int64)
+
+    def reset(self, seed: int) -> None:
+        obs, _ = self.envs.reset(seed=seed)
+        self.obs = self._checked(obs, "observation", -1)
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+
+    def _checked(self, x: np.ndarray, what: str, t: int) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if not np.isfinite(x).all():
+            env_id = self.envs.spec.id if self.envs.spec else type(self.envs).__name__
+            raise EnvError(f"{env_id} returned a non-finite {what} at rollout step {t}: {x}")
+        return x
+
+    def _policy_input(self, obs: np.ndarray, update: bool) -> np.ndarray:
+        if self.normalizer is None:
+            return obs
+        if update:
+            self.normalizer.update(obs)
+        return self.normalizer.normalize(obs)
+
+    @torch.no_grad()
+    def collect(self, policy: Policy, steps_per_env: int, generator: torch.Generator) -> Batch:
+        """Run `steps_per_env` steps in every env with actions sampled from `policy`."""
+        if self.obs is None:
+            raise EnvError("Sampler.collect called before reset(seed)")
+        T, N = steps_per_env, self.num_envs
+        obs_dim = self.obs.shape[1]
+        obs_buf = torch.empty(T, N, obs_dim)
+        next_buf = torch.empty(T, N, obs_dim)
+        act_buf = torch.empty(T, N, dtype=torch.long) if self.discrete else \
+            torch.empty(T, N, len(self.low))
+        rew = np.empty((T, N))
+        term = np.empty((T, N), bool)
+        ends = np.empty((T, N), bool)
+        returns: list[float] = []
+        lengths: list[int] = []
+        policy_obs = self._policy_input(self.obs, update=True)
+        for t in range(T):
+            obs_t = torch.as_tensor(policy_obs, dtype=torch.float32)
+            action = policy.sample(obs_t, generator)
+            obs_buf[t], act_buf[t] = obs_t, action
+            env_action = action.numpy()
+            if not self.discrete:
+                env_action = np.clip(env_action, self.low, self.high)
+            try:
+                obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            except Exception as e:  # an env that raises must not leave a half-made batch behind
+                raise EnvError(f"the environment raised at rollout step {t}: {e!r}") from e
+            obs = self._checked(obs, "observation", t)
+            rew[t] = self._checked(reward, "reward", t)
+            done = np.logical_or(terminated, truncated)
+            term[t], ends[t] = terminated, done
+            real_next = obs
+            if done.any():
+                real_next = obs.copy()
+                final = info["final_obs"]
+                for i in np.flatnonzero(done):
+                    real_next[i] = self._checked(final[i], "final observation", t)
+            self.ep_return += rew[t]
+            self.ep_length += 1
+            for i in np.flatnonzero(done):
+                returns.append(float(self.ep_return[i]))
+                lengths.append(int(self.ep_length[i]))
+                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            next_buf[t] = torch.as_tensor(self._policy_input(real_next, update=False))
+            self.obs = obs
+            policy_obs = self._policy_input(obs, update=True)
+        return Batch(obs_buf, act_buf, torch.as_tensor(rew, dtype=torch.float32), next_buf,
+                     torch.as_tensor(term), torch.as_tensor(ends), returns, lengths)
+
+    def state_dict(self) -> dict:
+        return {"obs": self.obs, "ep_return": self.ep_return.copy(),
+                "ep_length": self.ep_length.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.obs = state["obs"]
+        self.ep_return, self.ep_length = state["ep_return"].copy(), state["ep_length"].copy()
+
+
+@torch.no_grad()
+def evaluate_policy(policy: Policy, env_id: str, episodes: int = 10, seed: int = 0,
+                    normalizer: RunningMeanStd | None = None,
+                    deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Run `episodes` full episodes (deterministic actions by default); returns (returns, lengths)."""
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes = {episodes!r} is not allowed: must be an integer ≥ 1")
+    env = make_vector_env(env_id, 1).envs[0]
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    generator = torch.Generator().manual_seed(seed)
+    returns, lengths = [], []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            x = np.asarray(obs, np.float64)[None]
+            if normalizer is not None:
+                x = normalizer.normalize(x)
+            action = policy.sample(torch.as_tensor(x, dtype=torch.float32), generator,
+                                   deterministic)[0].numpy()
+            if not discrete:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+    env.close()
+    return np.array(returns), np.array(lengths)
