@@ -55,19 +55,19 @@ class TRPOConfig:
     normalize_advantages: bool = True
     """Standardise advantages per batch (zero mean, unit std) before the policy step."""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the policy MLP."""
+    """Hidden layer widths of the policy MLP; () gives a linear policy."""
     activation: str = "tanh"
     """Activation of the hidden layers of both MLPs: 'tanh' or 'relu'."""
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy (Box action spaces only)."""
     vf_hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the value MLP."""
+    """Hidden layer widths of the value MLP; () gives a linear value function."""
     vf_optimizer: str = "adam"
     """Value-fitting optimiser: 'adam' (minibatches) or 'lbfgs' (full batch)."""
     vf_lr: float = 1e-3
     """Value-fitting learning rate (Adam) or initial step length (L-BFGS)."""
     vf_epochs: int = 5
-    """Passes over the batch per value fit (Adam), or L-BFGS iterations."""
+    """Passes over the batch per value fit (Adam), or full-batch L-BFGS calls of up to 20 iterations."""
     vf_minibatch_size: int = 64
     """Minibatch size of the Adam value fit."""
     normalize_obs: bool = False

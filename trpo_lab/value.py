@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .policies import ValueFunction
 
+LBFGS_ITERS = 20  # L-BFGS iterations per `optimizer.step` call
+
 
 @dataclass(frozen=True)
 class ValueFitReport:
@@ -39,7 +41,7 @@ def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
     if method == "adam":
         return torch.optim.Adam(value_fn.parameters(), lr=lr)
     if method == "lbfgs":
-        return torch.optim.LBFGS(value_fn.parameters(), lr=lr, max_iter=1, history_size=10,
+        return torch.optim.LBFGS(value_fn.parameters(), lr=lr, max_iter=LBFGS_ITERS, history_size=10,
                                  line_search_fn="strong_wolfe")
     raise ValueError(f"method = {method!r} is not allowed: 'adam' or 'lbfgs'")
 
@@ -48,7 +50,8 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
               optimizer: torch.optim.Optimizer, epochs: int = 5, minibatch_size: int = 64,
               generator: torch.Generator | None = None) -> ValueFitReport:
     """Fit V_φ to `targets` [B] at `obs` [B, obs_dim]: `epochs` passes of minibatch Adam, or
-    `epochs` L-BFGS iterations when `optimizer` is L-BFGS."""
+    `epochs` full-batch L-BFGS calls (up to `LBFGS_ITERS` iterations each) when `optimizer` is
+    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls."""
     if obs.shape[0] != targets.shape[0] or targets.ndim != 1:
         raise ValueError(f"obs {tuple(obs.shape)} and targets {tuple(targets.shape)}: "
                          "targets must be [B] with B = obs.shape[0]")

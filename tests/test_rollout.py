@@ -1,0 +1,148 @@
+"""Rollouts: spaces, truncation vs termination, faults from the environment, normalisation."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from trpo_lab import TRPOConfig, Trainer
+from trpo_lab.policies import PolicySpec, SpaceError, build_policy
+from trpo_lab.rollout import EnvError, RunningMeanStd, Sampler, make_vector_env
+
+
+class Corridor(gym.Env):
+    """obs = [position]; +1 per step; terminates at position `goal`, truncated by TimeLimit.
+    Optional faults: a NaN observation or reward, or an exception, at step `fault_at`."""
+
+    def __init__(self, goal=5, fault=None, fault_at=3):
+        self.observation_space = spaces.Box(-np.inf, np.inf, (1,), np.float64)
+        self.action_space = spaces.Discrete(2)
+        self.goal, self.fault, self.fault_at = goal, fault, fault_at
+        self.t = self.pos = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = self.pos = 0
+        return np.array([0.0]), {}
+
+    def step(self, action):
+        self.t += 1
+        self.pos += 1
+        obs, reward = np.array([float(self.pos)]), 1.0
+        if self.fault and self.t == self.fault_at:
+            if self.fault == "raise":
+                raise RuntimeError("simulator exploded")
+            if self.fault == "nan_obs":
+                obs = np.array([np.nan])
+            if self.fault == "inf_reward":
+                reward = np.inf
+        return obs, reward, self.pos >= self.goal, False, {}
+
+
+def corridor(limit=100, **kw):
+    return gym.wrappers.TimeLimit(Corridor(**kw), max_episode_steps=limit)
+
+
+def test_termination_and_truncation_are_told_apart_and_the_real_final_obs_kept():
+    envs = make_vector_env(corridor(limit=3, goal=100))
+    sampler = Sampler(envs)
+    sampler.reset(seed=0)
+    policy = build_policy(PolicySpec("categorical", 1, 2))
+    batch = sampler.collect(policy, 7, torch.Generator().manual_seed(0))
+    ends = batch.episode_ends[:, 0].tolist()
+    assert ends == [False, False, True, False, False, True, False]
+    assert not batch.terminated.any()  # time-limit truncations only
+    # the real s_{t+1} at a truncation is the final observation, not the reset one
+    assert batch.next_obs[2, 0, 0] == 3.0 and batch.obs[3, 0, 0] == 0.0
+    assert batch.episode_returns == [3.0, 3.0] and batch.episode_lengths == [3, 3]
+
+    envs = make_vector_env(corridor(limit=100, goal=2))
+    sampler = Sampler(envs)
+    sampler.reset(seed=0)
+    batch = sampler.collect(policy, 4, torch.Generator().manual_seed(0))
+    assert batch.terminated[:, 0].tolist() == [False, True, False, True]
+    assert batch.next_obs[1, 0, 0] == 2.0
+
+
+@pytest.mark.parametrize("fault,message", [("raise", "raised at rollout step 2"),
+                                           ("nan_obs", "non-finite observation at rollout step 2"),
+                                           ("inf_reward", "non-finite reward at rollout step 2")])
+def test_environment_faults_give_clear_errors_and_leave_the_policy_untouched(fault, message):
+    config = TRPOConfig(env_id="unused", num_envs=1, batch_steps=8, total_steps=8)
+    trainer = Trainer(config, env=corridor(fault=fault, goal=100))
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    with pytest.raises(EnvError, match=message):
+        trainer.iterate()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+    assert trainer.iteration == 0 and trainer.history == []
+
+
+def test_unknown_env_ids_and_unsupported_spaces_are_named():
+    with pytest.raises(EnvError, match="env_id = 'NoSuchEnv-v0' is not a registered"):
+        Trainer(TRPOConfig(env_id="NoSuchEnv-v0"))
+
+    class DictEnv(Corridor):
+        def __init__(self):
+            super().__init__()
+            self.observation_space = spaces.Dict({"x": spaces.Box(0, 1, (1,))})
+
+    with pytest.raises(SpaceError, match="observation_space = Dict"):
+        Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=DictEnv())
+
+    class ImageEnv(Corridor):
+        def __init__(self):
+            super().__init__()
+            self.observation_space = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+
+    with pytest.raises(SpaceError, match="image"):
+        Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=ImageEnv())
+
+    class MultiDiscreteEnv(Corridor):
+        def __init__(self):
+            super().__init__()
+            self.action_space = spaces.MultiDiscrete([2, 2])
+
+    with pytest.raises(SpaceError, match="action_space = MultiDiscrete"):
+        Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=MultiDiscreteEnv())
+
+
+def test_a_next_step_autoreset_vector_env_is_refused_with_the_fix():
+    envs = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    with pytest.raises(EnvError, match="SAME_STEP"):
+        make_vector_env(envs)
+
+
+def test_sampled_actions_follow_the_policy_distribution():
+    torch.manual_seed(0)
+    for spec in (PolicySpec("gaussian", 3, 2, (8,), init_log_std=-0.5), PolicySpec("categorical", 3, 4, (8,))):
+        policy = build_policy(spec)
+        obs = torch.randn(1, 3).expand(40_000, 3)
+        actions = policy.sample(obs, torch.Generator().manual_seed(1))
+        dist = policy.dist(obs[:1])
+        if spec.kind == "gaussian":
+            torch.testing.assert_close(actions.mean(0), dist.mean[0], atol=0.02, rtol=0)
+            torch.testing.assert_close(actions.std(0), dist.stddev[0], atol=0.02, rtol=0)
+            assert torch.equal(policy.sample(obs[:1], deterministic=True), dist.mean)
+        else:
+            freq = torch.bincount(actions, minlength=4).double() / len(actions)
+            torch.testing.assert_close(freq, dist.probs[0].double(), atol=0.01, rtol=0)
+            assert torch.equal(policy.sample(obs[:1], deterministic=True), dist.probs.argmax(-1))
+
+
+def test_running_mean_std_matches_the_batch_statistics():
+    data = np.random.default_rng(0).normal(3.0, 2.0, size=(1000, 2))
+    rms = RunningMeanStd((2,))
+    for chunk in np.split(data, 10):
+        rms.update(chunk)
+    np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-4)
+    assert np.abs(rms.normalize(np.full((1, 2), 1e9))).max() == rms.clip
+
+
+def test_observation_normalisation_belongs_to_the_agent():
+    trainer = Trainer(TRPOConfig(env_id="Pendulum-v1", normalize_obs=True, num_envs=2, batch_steps=64,
+                                 total_steps=64))
+    trainer.iterate()
+    assert trainer.normalizer is not None and trainer.normalizer.count > 64
+    assert np.abs(trainer.last_problem.obs.mean(0).numpy()).max() < 1.5

@@ -1,0 +1,113 @@
+"""Training: determinism, checkpoints and resume, and learning CartPole."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from trpo_lab import TRPOConfig, Trainer, train
+from trpo_lab.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
+
+TIMING = {"sample_seconds", "update_seconds", "value_seconds"}
+
+
+def numbers(history):
+    """The records without wall-clock timings, NaN-safe for exact comparison."""
+    return [tuple(repr(v) for k, v in dataclasses.asdict(r).items() if k not in TIMING) for r in history]
+
+
+SMALL = dict(total_steps=5 * 512, batch_steps=512, num_envs=4)
+
+
+@pytest.mark.parametrize("preset", ["CartPole-v1", "Pendulum-v1"])
+def test_same_seed_gives_a_bitwise_identical_history(preset):
+    config = TRPOConfig.from_preset(preset, **SMALL)
+    a = train(config, progress=False)
+    b = train(config, progress=False)
+    assert numbers(a.history) == numbers(b.history)
+    assert all(torch.equal(x, y) for x, y in zip(a.policy.parameters(), b.policy.parameters()))
+    c = train(config.replace(seed=1), progress=False)
+    assert numbers(c.history) != numbers(a.history)
+
+
+@pytest.mark.parametrize("preset", ["CartPole-v1", "Pendulum-v1", "Hopper-v5"])
+def test_resuming_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(preset, tmp_path):
+    config = TRPOConfig.from_preset(preset, **SMALL)
+    whole = train(config, progress=False)
+    first = train(config.replace(total_steps=2 * 512), progress=False, checkpoint_path=tmp_path / "c.pt")
+    resumed = train(config, trainer=load_checkpoint(tmp_path / "c.pt", total_steps=config.total_steps),
+                    progress=False)
+    assert first.iteration == 2
+    assert numbers(resumed.history) == numbers(whole.history)
+    assert all(torch.equal(x, y) for x, y in zip(whole.policy.parameters(), resumed.policy.parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(whole.value.parameters(), resumed.value.parameters()))
+
+
+def test_a_checkpoint_holds_the_agent_and_its_normaliser(tmp_path):
+    trainer = train(TRPOConfig.from_preset("Pendulum-v1", **SMALL), progress=False)
+    save_checkpoint(trainer, tmp_path / "c.pt")
+    policy, normalizer, config = load_agent(tmp_path / "c.pt")
+    assert config == trainer.config and normalizer is not None
+    assert (normalizer.mean == trainer.normalizer.mean).all() and normalizer.count == trainer.normalizer.count
+    assert all(torch.equal(x, y) for x, y in zip(policy.parameters(), trainer.policy.parameters()))
+
+
+def test_corrupt_foreign_and_missing_checkpoints_give_clear_errors(tmp_path):
+    trainer = train(TRPOConfig(**SMALL), progress=False)
+    good = tmp_path / "good.pt"
+    save_checkpoint(trainer, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable trpo_lab checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a trpo_lab checkpoint"):
+        load_checkpoint(foreign)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_agent(text)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_failed_write_never_damages_the_existing_checkpoint(tmp_path, monkeypatch):
+    trainer = train(TRPOConfig(**SMALL), progress=False)
+    path = tmp_path / "c.pt"
+    save_checkpoint(trainer, path)
+    before = path.read_bytes()
+
+    def exploding_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(trainer, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in Path(tmp_path).iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_a_callback_sees_every_record_and_can_stop_training():
+    seen = []
+    trainer = train(TRPOConfig(**SMALL), progress=False,
+                    callback=lambda record, t: seen.append(record.iteration) or record.iteration == 3)
+    assert seen == [1, 2, 3] and trainer.iteration == 3
+
+
+@pytest.mark.slow
+def test_trpo_learns_cartpole_within_100k_steps():
+    """The issue's learning test: seed 0, ≤ 100k steps, deterministic evaluation ≥ 475."""
+    config = TRPOConfig.from_preset("CartPole-v1", seed=0)
+    assert config.total_steps <= 100_000
+    trainer = train(config, progress=False)
+    assert trainer.steps <= 100_000
+    returns, _ = trainer.evaluate(episodes=10)
+    assert returns.mean() >= 475, returns
+    for record in trainer.history:
+        assert record.kl <= config.max_kl
+        assert record.accepted or record.kl == 0.0
+        assert not math.isnan(record.entropy)
