@@ -111,3 +111,27 @@ def test_trpo_learns_cartpole_within_100k_steps():
         assert record.kl <= config.max_kl
         assert record.accepted or record.kl == 0.0
         assert not math.isnan(record.entropy)
+
+
+@pytest.mark.slow
+def test_trpo_solves_pendulum_on_average_over_three_seeds():
+    """The issue's acceptance: Pendulum-v1, 100k steps, mean deterministic return over seeds 0-2 ≥ −200."""
+    means = []
+    for seed in (0, 1, 2):
+        trainer = train(TRPOConfig.from_preset("Pendulum-v1", seed=seed), progress=False)
+        assert trainer.steps <= 100_000
+        assert all(r.kl <= trainer.config.max_kl for r in trainer.history)
+        means.append(trainer.evaluate(episodes=10)[0].mean())
+    assert sum(means) / 3 >= -200, means
+
+
+def test_a_user_made_vector_env_trains_with_its_own_env_count():
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    envs = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    trainer = Trainer(TRPOConfig(num_envs=8, batch_steps=64, total_steps=64), env=envs)
+    assert trainer.config.num_envs == 2 and trainer.config.batch_steps == 64
+    record = trainer.iterate()
+    assert record.steps == 64
