@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import small_problem
 from torch.distributions import kl_divergence
 
-from helpers import small_problem
 from trpo_lab.trust_region import fisher_operator, fisher_vector_product, mean_kl
 
 

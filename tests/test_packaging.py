@@ -1,8 +1,9 @@
 """The install files agree with each other and pin torch to the release that is on disk."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

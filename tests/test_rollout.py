@@ -6,7 +6,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from trpo_lab import TRPOConfig, Trainer
+from trpo_lab import Trainer, TRPOConfig
 from trpo_lab.policies import PolicySpec, SpaceError, build_policy
 from trpo_lab.rollout import EnvError, RunningMeanStd, Sampler, make_vector_env
 
@@ -115,7 +115,8 @@ def test_a_next_step_autoreset_vector_env_is_refused_with_the_fix():
 
 def test_sampled_actions_follow_the_policy_distribution():
     torch.manual_seed(0)
-    for spec in (PolicySpec("gaussian", 3, 2, (8,), init_log_std=-0.5), PolicySpec("categorical", 3, 4, (8,))):
+    specs = (PolicySpec("gaussian", 3, 2, (8,), init_log_std=-0.5), PolicySpec("categorical", 3, 4, (8,)))
+    for spec in specs:
         policy = build_policy(spec)
         obs = torch.randn(1, 3).expand(40_000, 3)
         actions = policy.sample(obs, torch.Generator().manual_seed(1))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trpo_lab import TRPOConfig, Trainer, train
+from trpo_lab import Trainer, TRPOConfig, train
 from trpo_lab.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
 
 TIMING = {"sample_seconds", "update_seconds", "value_seconds"}

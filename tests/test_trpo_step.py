@@ -4,10 +4,16 @@ import math
 
 import pytest
 import torch
-
 from helpers import small_policy, small_problem
-from trpo_lab.trust_region import (StepCache, backtracking_line_search, make_update_problem, mean_kl,
-                                   natural_step, trpo_step)
+
+from trpo_lab.trust_region import (
+    StepCache,
+    backtracking_line_search,
+    make_update_problem,
+    mean_kl,
+    natural_step,
+    trpo_step,
+)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])

@@ -2,14 +2,36 @@
 
 from .advantages import discounted_returns, gae, td_errors
 from .config import PRESETS, ConfigError, TRPOConfig
-from .policies import (CategoricalPolicy, GaussianPolicy, PolicySpec, SpaceError, ValueFunction,
-                       build_policy)
+from .policies import CategoricalPolicy, GaussianPolicy, PolicySpec, SpaceError, ValueFunction, build_policy
 from .rollout import EnvError, RunningMeanStd, evaluate_policy, make_vector_env
 from .train import IterationRecord, Trainer, train
-from .trust_region import (CGResult, StepCache, StepReport, Trial, UpdateProblem,
-                           backtracking_line_search, conjugate_gradient, fisher_operator,
-                           fisher_vector_product, make_update_problem, mean_kl, natural_step,
-                           policy_gradient, surrogate, trpo_step)
+from .trust_region import (
+                       CGResult,
+                       StepCache,
+                       StepReport,
+                       Trial,
+                       UpdateProblem,
+                       backtracking_line_search,
+                       conjugate_gradient,
+                       fisher_operator,
+                       fisher_vector_product,
+                       make_update_problem,
+                       mean_kl,
+                       natural_step,
+                       policy_gradient,
+                       surrogate,
+                       trpo_step,
+)
 from .value import ValueFitReport, fit_value, make_value_optimizer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS", "CGResult", "CategoricalPolicy", "ConfigError", "EnvError", "GaussianPolicy",
+    "IterationRecord", "PolicySpec", "RunningMeanStd", "SpaceError", "StepCache", "StepReport",
+    "TRPOConfig", "Trainer", "Trial", "UpdateProblem", "ValueFitReport", "ValueFunction",
+    "backtracking_line_search", "build_policy", "conjugate_gradient", "discounted_returns",
+    "evaluate_policy", "fisher_operator", "fisher_vector_product", "fit_value", "gae",
+    "make_update_problem", "make_value_optimizer", "make_vector_env", "mean_kl", "natural_step",
+    "policy_gradient", "surrogate", "td_errors", "train", "trpo_step",
+]
