@@ -1,0 +1,76 @@
+"""Reference solutions of the exercises in notebook 01, written the way a student would write them.
+
+Teachers: hand this file out, or delete it from the students' copy to hide the answers; the
+`check_...` functions in `trpo_lab.exercises` do not need it (they compare with trpo_lab's own
+implementation). Under test (TRPO_LAB_FAST=1) or with TRPO_LAB_SOLUTIONS=1 the notebook's exercise
+cells run these instead of the student's code (see `trpo_lab.exercises.exercise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.distributions import kl_divergence
+
+from .trust_region import UpdateProblem, surrogate
+
+
+def conjugate_gradient(Av: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
+                       tol: float = 1e-10) -> Tensor:
+    """Solve A x = b (A symmetric positive definite, known only through v ↦ A v), from x₀ = 0."""
+    x = torch.zeros_like(b)
+    r = b.clone()  # r₀ = b − A x₀ = b
+    p = r.clone()
+    rr = r @ r
+    for _ in range(iters):
+        if rr < tol:
+            break
+        Ap = Av(p)  # the only product with A in this iteration
+        alpha = rr / (p @ Ap)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def fisher_vector_product(problem: UpdateProblem, v: Tensor, damping: float) -> Tensor:
+    """(F + damping·I) v with F = ∇²_θ mean_s KL(π_old(·|s) ‖ π_θ(·|s)) at θ_old (double backprop)."""
+    theta = problem.theta_old.detach().clone().requires_grad_(True)
+    rows = problem.fvp_rows
+    kl = kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows)).mean()
+    (grad_kl,) = torch.autograd.grad(kl, theta, create_graph=True)
+    (fv,) = torch.autograd.grad(grad_kl @ v, theta)
+    return fv + damping * v
+
+
+def line_search(problem: UpdateProblem, full_step: Tensor, max_kl: float,
+                backtrack_coef: float = 0.8, backtrack_iters: int = 10) -> Tensor:
+    """θ_old + c^k·full_step for the first k whose mean KL(π_old ‖ π_θ) ≤ δ and whose surrogate
+    improves; θ_old itself if no trial qualifies."""
+    theta_old = problem.theta_old
+    with torch.no_grad():
+        surrogate_old = surrogate(problem, theta_old)
+        for k in range(backtrack_iters):
+            theta = theta_old + backtrack_coef**k * full_step
+            gain = surrogate(problem, theta) - surrogate_old
+            kl = kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).mean()
+            if kl <= max_kl and gain > 0:
+                return theta
+    return theta_old
+
+
+def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
+        episode_ends: Tensor, gamma: float, lam: float) -> Tensor:
+    """Â_t = δ_t + γλ(1 − end_t)·Â_{t+1} with δ_t = r_t + γ(1 − terminated_t)·V(s_{t+1}) − V(s_t)."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(len(rewards))):
+        alive = 1.0 - terminated[t].to(rewards.dtype)
+        delta = rewards[t] + gamma * alive * next_values[t] - values[t]
+        running = delta + gamma * lam * (1.0 - episode_ends[t].to(rewards.dtype)) * running
+        advantages[t] = running
+    return advantages
