@@ -92,9 +92,8 @@ def policy_transitions(mdp: TabularMDP, pi: np.ndarray) -> np.ndarray:
 
 def state_values(mdp: TabularMDP, pi: np.ndarray) -> np.ndarray:
     """V_π = (I − γ P_π)⁻¹ r_π with r_π(s) = Σ_a π(a|s) r(s, a)."""
-    S = mdp.num_states
-    r_pi = (pi * mdp.rewards).sum(-1)
-    return np.linalg.solve(np.eye(S) - mdp.gamma * policy_transitions(mdp, pi), r_pi)
+    P_pi = policy_transitions(mdp, pi)
+    return np.linalg.solve(np.eye(mdp.num_states) - mdp.gamma * P_pi, (pi * mdp.rewards).sum(-1))
 
 
 def action_values(mdp: TabularMDP, pi: np.ndarray) -> np.ndarray:
