@@ -1,0 +1,191 @@
+"""`Explorer`: sliders wired to the same `trpo_step` training calls, and four Plotly `FigureWidget`s
+updated in place.
+
+Wiring only: every slider observes its `"value"` trait and calls `Explorer.update`, which asks the
+`ExplorerSession` for a new `Frame` (it re-runs `trpo_step` with a `StepCache` and recomputes only
+what the change needs) and writes the views' update dicts into the figures inside `batch_update`.
+δ and the line-search sliders leave the CG view alone; damping, CG iterations and the snapshot
+redraw all four. `Explorer.sliders` and `Explorer.figures` expose the wiring for tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import time
+import types
+from typing import Any
+
+from .session import RANGES, ExplorerSession, Frame, Settings
+from .snapshots import Snapshot
+from .views import apply_update, frame_figures, frame_updates, summary_rows, verdict
+
+LABELS = {"max_kl": "δ (max KL)", "damping": "damping λ", "cg_iters": "CG iterations",
+          "backtrack_coef": "backtrack coef", "backtrack_iters": "max backtracks",
+          "snapshot": "snapshot"}
+FIXED_DIRECTION = ("line_search", "trust_region", "summary")  # views δ & line-search sliders change
+
+
+class _DeferredRFC3987(types.ModuleType):
+    """Stands in for `rfc3987_syntax` until it is used. Importing plotly's `FigureWidget` imports
+    nbformat → jsonschema, whose format checkers import `rfc3987_syntax`, which builds a Lark Earley
+    parser for IRIs at import time (~1 s on this machine, most of FigureWidget's import time). The
+    stand-in loads the real module on first use, so IRI validation behaves exactly as before."""
+
+    def _real(self) -> types.ModuleType:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return importlib.import_module(self.__name__)
+
+    def is_valid_syntax(self, term: str, value: str) -> bool:  # what jsonschema imports by name
+        return self._real().is_valid_syntax(term, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # the import system probes __path__ etc.: not a use
+            raise AttributeError(name)
+        return getattr(self._real(), name)
+
+
+def import_figure_widget():
+    """plotly's `FigureWidget`, imported without paying for `rfc3987_syntax` up front."""
+    if ("rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules
+            and importlib.util.find_spec("rfc3987_syntax") is not None):
+        sys.modules["rfc3987_syntax"] = _DeferredRFC3987("rfc3987_syntax")
+    from plotly.graph_objects import FigureWidget
+
+    return FigureWidget
+
+
+def _clamp(name: str, value: float) -> float | int:
+    lo, hi = RANGES[name]
+    return type(lo)(min(max(value, lo), hi))  # a log slider may report 10**-4 as 9.999…e-05
+
+
+class Explorer:
+    """Replay one TRPO update with live sliders: δ (1e-4…1e-1, log), damping (1e-4…1, log), CG
+    iterations (1…50), backtrack coefficient (0.3…0.95), max backtracks (1…30) and a snapshot
+    picker. Display it in a notebook cell; `set(...)` moves several sliders with one update."""
+
+    def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], *,
+                 settings: Settings | None = None, snapshot: str | None = None, grid_size: int = 11,
+                 curve_points: int = 33, exact_max_params: int = 1500):
+        FigureWidget = import_figure_widget()
+        import ipywidgets as W
+
+        self.session = ExplorerSession(snapshots, grid_size, curve_points, exact_max_params)
+        name = snapshot if snapshot is not None else self.session.names[0]
+        self.session.state(name)  # validates the name
+        if settings is None:
+            settings = Settings.from_config(self.session.snapshots[name].meta.get("config", {}))
+        if not isinstance(settings, Settings):
+            raise ValueError(f"settings = {settings!r} is not allowed: give a Settings(...) or None")
+        self._cg_tol = settings.cg_tol
+        style = {"description_width": "120px"}
+        layout = W.Layout(width="420px")
+        common = dict(continuous_update=True, style=style, layout=layout)
+        self.sliders: dict[str, Any] = {
+            "max_kl": W.FloatLogSlider(value=settings.max_kl, base=10, min=-4, max=-1, step=0.05,
+                                       readout_format=".2e", **common),
+            "damping": W.FloatLogSlider(value=settings.damping, base=10, min=-4, max=0, step=0.05,
+                                        readout_format=".2e", **common),
+            "cg_iters": W.IntSlider(value=settings.cg_iters, min=1, max=50, **common),
+            "backtrack_coef": W.FloatSlider(value=settings.backtrack_coef, min=0.3, max=0.95,
+                                            step=0.01, **common),
+            "backtrack_iters": W.IntSlider(value=settings.backtrack_iters, min=1, max=30, **common),
+            "snapshot": W.Dropdown(options=self.session.names, value=name, style=style,
+                                   layout=layout),
+        }
+        for key, widget in self.sliders.items():
+            widget.description = LABELS[key]
+            widget.add_class(f"trpo-explorer-{key}")
+        self.frame: Frame = self.session.compute(name, self.settings)
+        self.figures: dict[str, Any] = {}
+        for key, fig in frame_figures(self.frame).items():
+            self.figures[key] = FigureWidget(fig)
+            self.figures[key].add_class(f"trpo-explorer-{key}")
+        self.status = W.HTML(self._status_html()).add_class("trpo-explorer-status")
+        self.updates: list[dict[str, Any]] = []  # one record per update: what changed, how long
+        self._holding = False
+        for widget in self.sliders.values():
+            widget.observe(self._on_change, names="value")
+        s = self.sliders
+        controls = W.HBox([W.VBox([s["max_kl"], s["damping"], s["cg_iters"]]),
+                           W.VBox([s["backtrack_coef"], s["backtrack_iters"], s["snapshot"]])])
+        half = W.Layout(width="50%")
+        self.widget = W.VBox([
+            controls, self.status,
+            W.HBox([W.Box([self.figures["line_search"]], layout=half),
+                    W.Box([self.figures["trust_region"]], layout=half)]),
+            self.figures["cg"], self.figures["summary"]]).add_class("trpo-explorer")
+
+    # ── state ──
+    @property
+    def settings(self) -> Settings:
+        """The `trpo_step` arguments the sliders show now."""
+        return Settings(**{k: _clamp(k, self.sliders[k].value) for k in RANGES}, cg_tol=self._cg_tol)
+
+    @property
+    def report(self):
+        """The `StepReport` on screen."""
+        return self.frame.report
+
+    def summary(self) -> dict[str, str]:
+        """The summary view's rows as a dict (what the page shows)."""
+        return dict(summary_rows(self.frame.report))
+
+    # ── wiring ──
+    def _on_change(self, change: dict) -> None:
+        if not self._holding:
+            self.update()
+
+    def set(self, **values: Any) -> Frame:
+        """Move several sliders (names as in `sliders`) and update once. Values are validated
+        first: a bad one raises `ValueError` and leaves every slider where it was."""
+        unknown = set(values) - set(self.sliders)
+        if unknown:
+            raise ValueError(f"unknown slider(s) {sorted(unknown)}; sliders are: {list(self.sliders)}")
+        merged = {k: values.get(k, self.sliders[k].value) for k in RANGES}
+        Settings(**merged, cg_tol=self._cg_tol)  # raises on values outside the sliders' ranges
+        if "snapshot" in values:
+            self.session.state(values["snapshot"])
+        self._holding = True
+        try:
+            for key, value in values.items():
+                self.sliders[key].value = value
+        finally:
+            self._holding = False
+        return self.update()
+
+    def update(self) -> Frame:
+        """Re-run `trpo_step` for the sliders' values and update the figures that change."""
+        start = time.perf_counter()
+        before, work = self.frame, dict(self.session.work)
+        try:
+            frame = self.session.compute(self.sliders["snapshot"].value, self.settings)
+        except Exception as e:  # shown in the page, then raised (ipywidgets logs it)
+            self.status.value = f"<b style='color:#d62728'>error:</b> {e}"
+            raise
+        same_direction = (frame.snapshot == before.snapshot and
+                          frame.settings.direction_key == before.settings.direction_key)
+        views = FIXED_DIRECTION if same_direction else tuple(self.figures)
+        for key, update in frame_updates(frame, views).items():
+            apply_update(self.figures[key], update)
+        self.frame = frame
+        self.status.value = self._status_html()
+        done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}
+        self.updates.append({"settings": frame.settings.as_dict(), "snapshot": frame.snapshot,
+                             "views": views, "work": done, "seconds": time.perf_counter() - start})
+        return frame
+
+    def _status_html(self) -> str:
+        r, st = self.frame.report, self.frame.settings
+        color = "#2ca02c" if r.accepted else "#d62728"
+        return (f"<div style='font-family:monospace'>δ = {st.max_kl:.3g} · λ = {st.damping:.3g} · "
+                f"cg_iters = {st.cg_iters} · coef = {st.backtrack_coef:.3g} · max backtracks = "
+                f"{st.backtrack_iters} → <b style='color:{color}'>{verdict(r)}</b> · "
+                f"KL̄ = {r.kl:.4g} · β = {r.beta:.4g} · predicted {r.predicted_improvement:.4g} vs "
+                f"actual {r.surrogate_gain:.4g}</div>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

@@ -1,0 +1,214 @@
+"""The landscape around θ_old that the explorer draws: real surrogate and KL along the step, on a
+2-D slice of parameter space, and (for small policies) the exact Fisher matrix.
+
+Every value comes from `trust_region.surrogate`, `mean_kl`, `fisher_operator` and
+`conjugate_gradient`; nothing here re-implements the TRPO math. Evaluating many θ shares one policy
+forward pass between L(θ) and KL̄(θ) (`_SharedForward`); on this lab's 2-core CPU a plain loop over
+θ (one [B, 64] activation fits in cache) measured faster than `torch.func.vmap` over θ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..trust_region import CGResult, UpdateProblem, conjugate_gradient, mean_kl, surrogate
+
+DELTA_RANGE = (1e-4, 1e-1)  # the explorer's δ slider
+
+
+@dataclass(frozen=True, eq=False)
+class _SharedForward(UpdateProblem):
+    """The same problem, but π_θ over the whole batch is computed once per θ tensor, so
+    `surrogate(p, θ)` followed by `mean_kl(p, θ)` costs one forward pass instead of two."""
+
+    memo: dict = field(default_factory=dict)
+
+    def distribution_at(self, theta: Tensor, rows: Tensor | None = None) -> Distribution:
+        if rows is None and self.memo.get("theta") is theta:
+            return self.memo["dist"]
+        dist = super().distribution_at(theta, rows)
+        if rows is None:
+            self.memo.update(theta=theta, dist=dist)
+        return dist
+
+
+def evaluate_at(problem: UpdateProblem, thetas: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Real L(θ) − L(θ_old) and KL̄(θ) for each row θ of `thetas` [N, P] (float64 arrays [N])."""
+    shared = _SharedForward(**{f.name: getattr(problem, f.name) for f in fields(UpdateProblem)})
+    gains, kls = np.empty(len(thetas)), np.empty(len(thetas))
+    with torch.no_grad():
+        base = float(surrogate(problem, problem.theta_old))
+        for i, theta in enumerate(thetas):
+            gains[i] = float(surrogate(shared, theta)) - base
+            kls[i] = float(mean_kl(shared, theta))
+    return gains, kls
+
+
+# ───────────────────────────── along the step ─────────────────────────────
+
+
+@dataclass(frozen=True)
+class StepCurve:
+    """The real surrogate gain and KL̄ at θ_old + t·s for a sweep of t (s: the CG direction)."""
+
+    t: np.ndarray
+    gain: np.ndarray
+    kl: np.ndarray
+
+
+def curve_coefficients(sAs: float, scale: float, points: int = 33, beyond: float = 1.3) -> np.ndarray:
+    """t = 0 … `beyond`·β(scale), evenly spaced, β(δ) = √(2δ / sᵀ(F+λI)s): the step fractions
+    x = t/β(δ) ≥ 0 … 1.3 of every δ ≤ `scale`, so moving δ below `scale` only rescales the curve."""
+    return np.linspace(0.0, beyond * math.sqrt(2 * scale / sAs), points)
+
+
+def step_curve(problem: UpdateProblem, direction: Tensor, t: np.ndarray) -> StepCurve:
+    """Evaluate the real L and KL̄ along θ_old + t·s."""
+    coef = torch.as_tensor(t, dtype=direction.dtype)
+    gain, kl = evaluate_at(problem, problem.theta_old + coef[:, None] * direction)
+    return StepCurve(np.asarray(t, float), gain, kl)
+
+
+# ───────────────────────────── a 2-D slice through θ_old ─────────────────────────────
+
+
+@dataclass(frozen=True)
+class Plane:
+    """θ = θ_old + a·u + b·v with u = s/‖s‖ and v the unit part of g orthogonal to u."""
+
+    u: Tensor
+    v: Tensor
+    second: str  # what v was made from: "gradient", or a fallback when g ∥ s
+    A: np.ndarray  # [2, 2] Bᵀ(F + damping·I)B, B = [u v]: the damped quadratic KL model in the plane
+    F: np.ndarray  # [2, 2] BᵀFB
+    g: np.ndarray  # [2] the gradient's coordinates (g lies in the plane unless `second` differs)
+    step_length: float  # ‖s‖
+
+
+def slice_plane(direction: Tensor, grad: Tensor, fvp: Callable[[Tensor], Tensor], damping: float
+                ) -> Plane:
+    """The plane through θ_old spanned by the natural direction s and the plain gradient g."""
+    u = direction / direction.norm()
+    fu = fvp(u)
+    noise = torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=u.dtype)
+    second = "gradient"
+    for label, w in (("gradient", grad), ("F·u", fu), ("random", noise)):
+        w_perp = w - (w @ u) * u  # Gram–Schmidt
+        if float(w_perp.norm()) > 1e-4 * float(w.norm()):
+            second = label
+            break
+    v = w_perp / w_perp.norm()
+    fv = fvp(v)
+    F = np.array([[float(u @ fu), float(u @ fv)], [float(v @ fu), float(v @ fv)]])
+    F = (F + F.T) / 2
+    A = F + damping * np.eye(2)
+    return Plane(u, v, second, A, F, np.array([float(grad @ u), float(grad @ v)]),
+                 float(direction.norm()))
+
+
+def model_ellipse(plane: Plane, max_kl: float, points: int = 121) -> tuple[np.ndarray, np.ndarray]:
+    """Points c of the quadratic-model boundary ½ cᵀ A c = δ: c = √(2δ) Q Λ^-½ (cos φ, sin φ)."""
+    lam, Q = np.linalg.eigh(plane.A)
+    phi = np.linspace(0, 2 * np.pi, points)
+    c = math.sqrt(2 * max_kl) * Q @ (np.stack([np.cos(phi), np.sin(phi)]) / np.sqrt(lam)[:, None])
+    return c[0], c[1]
+
+
+def gradient_step(plane: Plane, max_kl: float) -> np.ndarray:
+    """The plain gradient step α·g scaled to the same model boundary: ½ α² gᵀAg = δ."""
+    gAg = float(plane.g @ plane.A @ plane.g)
+    return math.sqrt(2 * max_kl / gAg) * plane.g
+
+
+def view_scale(max_kl: float) -> float:
+    """The δ the slice window is framed for: δ rounded up to a half decade (10^(k/2)), so a grid
+    is reused while δ moves inside a half decade and the trust region stays well framed."""
+    return 10 ** (math.ceil(2 * math.log10(max_kl) - 1e-9) / 2)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Real L(θ) − L(θ_old) and KL̄(θ) on a grid of plane coordinates: values [len(b), len(a)]."""
+
+    a: np.ndarray
+    b: np.ndarray
+    gain: np.ndarray
+    kl: np.ndarray
+    scale: float  # the δ the window was framed for
+
+
+def slice_grid(problem: UpdateProblem, plane: Plane, scale: float, size: int = 15,
+               pad: float = 1.7) -> Grid:
+    """Evaluate the slice on size×size points covering `pad` × the model ellipse at δ = `scale`."""
+    half = pad * np.sqrt(2 * scale * np.diag(np.linalg.inv(plane.A)))  # ellipse bounding box × pad
+    a, b = np.linspace(-half[0], half[0], size), np.linspace(-half[1], half[1], size)
+    A, B = np.meshgrid(a, b)
+    coef = torch.as_tensor(np.stack([A.ravel(), B.ravel()], 1), dtype=plane.u.dtype)
+    thetas = problem.theta_old + coef[:, :1] * plane.u + coef[:, 1:] * plane.v
+    gain, kl = evaluate_at(problem, thetas)
+    return Grid(a, b, gain.reshape(size, size), kl.reshape(size, size), scale)
+
+
+# ───────────────────────────── the exact Fisher (small policies) ─────────────────────────────
+
+
+@dataclass(frozen=True)
+class ExactFisher:
+    """F formed column by column from Fisher-vector products (float64), with its eigenvalues."""
+
+    matrix: Tensor  # [P, P]
+    eigenvalues: Tensor  # [P], ascending
+    eigenvectors: Tensor  # [P, P]
+
+
+def exact_fisher(fvp: Callable[[Tensor], Tensor], num_params: int, dtype: torch.dtype) -> ExactFisher:
+    """F = [F e_1 … F e_P] by P Fisher-vector products, symmetrised, with `torch.linalg.eigh`."""
+    eye = torch.eye(num_params, dtype=dtype)
+    cols = torch.stack([fvp(e) for e in eye], 1).double()
+    matrix = (cols + cols.T) / 2
+    w, V = torch.linalg.eigh(matrix)
+    return ExactFisher(matrix, w, V)
+
+
+def exact_direction(fisher: ExactFisher, grad: Tensor, damping: float) -> Tensor:
+    """(F + damping·I)⁻¹ g from the eigendecomposition (what CG approximates)."""
+    V, w = fisher.eigenvectors, fisher.eigenvalues
+    return V @ ((V.T @ grad.double()) / (w + damping))
+
+
+def natural_direction(fisher: ExactFisher, grad: Tensor, rcond: float = 1e-6) -> Tensor:
+    """F⁺ g, the undamped natural gradient: a pseudo-inverse that drops eigenvalues below
+    `rcond`·max (F is singular for softmax policies, and float32 products blur the smallest)."""
+    V, w = fisher.eigenvectors, fisher.eigenvalues
+    inv = torch.where(w > rcond * float(w.max()), 1 / w, torch.zeros_like(w))
+    return V @ ((V.T @ grad.double()) * inv)
+
+
+def angle_degrees(x: Tensor, y: Tensor) -> float:
+    x, y = x.double(), y.double()
+    cos = float(x @ y) / max(float(x.norm() * y.norm()), 1e-300)
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+def cg_errors(fisher: ExactFisher, grad: Tensor, damping: float, iters: int, tol: float
+              ) -> np.ndarray:
+    """‖x_k − x*‖ / ‖x*‖ for k = 0 … iters, x* = (F + damping·I)⁻¹ g, x_k the iterate of
+    `conjugate_gradient` stopped after k iterations on the exact matrix (float64)."""
+    A = fisher.matrix + damping * torch.eye(fisher.matrix.shape[0], dtype=torch.float64)
+    b = grad.double()
+    target = exact_direction(fisher, grad, damping)
+    errors = [1.0]
+    for k in range(1, iters + 1):
+        result: CGResult = conjugate_gradient(lambda p: A @ p, b, k, tol)
+        errors.append(float((result.x - target).norm() / target.norm()))
+        if result.iterations < k:  # CG stopped early: later iterates are the same
+            errors.extend([errors[-1]] * (iters - k))
+            break
+    return np.array(errors)

@@ -1,0 +1,220 @@
+"""The explorer's engine, without widgets: re-run `trpo_step` on a snapshot for a setting of the
+sliders and compute what the four views need, redoing only the work that depends on what changed.
+
+    δ, backtrack coefficient, max backtracks → the line search only (`StepCache` keeps g, the Fisher
+                                                graph and the CG solve);
+    damping, CG iterations                    → a new CG solve, the curve along s, the slice plane
+                                                and its grid (all depend only on the direction s);
+    snapshot                                  → everything.
+The curve and the grid are framed for δ rounded up to a half decade (`view_scale`) and cached per
+(direction, view scale): moving δ inside a half decade redraws them without a forward pass.
+`work` counts what was computed, so tests can check that δ alone re-ran only the line search.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..trust_region import StepCache, StepReport, fisher_operator, trpo_step
+from .landscape import (
+    DELTA_RANGE,
+    ExactFisher,
+    Grid,
+    Plane,
+    StepCurve,
+    angle_degrees,
+    cg_errors,
+    curve_coefficients,
+    exact_direction,
+    exact_fisher,
+    natural_direction,
+    slice_grid,
+    slice_plane,
+    step_curve,
+    view_scale,
+)
+from .snapshots import Snapshot
+
+RANGES: dict[str, tuple[float, float]] = {
+    "max_kl": DELTA_RANGE, "damping": (1e-4, 1.0), "cg_iters": (1, 50),
+    "backtrack_coef": (0.3, 0.95), "backtrack_iters": (1, 30),
+}
+"""What the explorer's sliders span (and what `Settings` accepts)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One position of the explorer's sliders: the arguments of `trpo_step`."""
+
+    max_kl: float = 0.01
+    damping: float = 0.1
+    cg_iters: int = 10
+    backtrack_coef: float = 0.8
+    backtrack_iters: int = 10
+    cg_tol: float = 1e-10
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in RANGES.items():
+            value = getattr(self, name)
+            integer = isinstance(lo, int)
+            ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok_type or not (lo <= value <= hi):
+                kind = "an integer" if integer else "a number"
+                raise ValueError(f"explorer setting {name} = {value!r} is not allowed: must be {kind} "
+                                 f"in [{lo:g}, {hi:g}] (the slider's range)")
+        if not (isinstance(self.cg_tol, (int, float)) and self.cg_tol > 0):
+            raise ValueError(f"explorer setting cg_tol = {self.cg_tol!r} is not allowed: must be > 0")
+
+    @property
+    def direction_key(self) -> tuple[float, int, float]:
+        """What the search direction s depends on (the `StepCache` key of the CG solve)."""
+        return (float(self.damping), int(self.cg_iters), float(self.cg_tol))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Settings:
+        """The sliders at a training run's settings (clipped into the slider ranges)."""
+        values = {}
+        for name, (lo, hi) in RANGES.items():
+            if name in config:
+                values[name] = type(lo)(min(max(config[name], lo), hi))
+        return cls(**values, cg_tol=float(config.get("cg_tol", 1e-10)))
+
+
+@dataclass(frozen=True)
+class ExactComparison:
+    """CG against the exact Fisher: x* = (F + damping·I)⁻¹ g and the undamped F⁺g."""
+
+    errors: np.ndarray  # ‖x_k − x*‖/‖x*‖ for k = 0 … cg_iters
+    relative_error: float  # of the CG solution s that trpo_step used
+    angle: float  # ∠(s, x*) in degrees
+    angle_natural: float  # ∠(s, F⁺g) in degrees
+    eigenvalues: np.ndarray  # F's spectrum, descending
+    damping: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Everything the four views show for one snapshot and one setting of the sliders."""
+
+    snapshot: str
+    settings: Settings
+    report: StepReport
+    sFs: float  # sᵀFs (undamped); NaN when there is no direction
+    curve: StepCurve | None
+    plane: Plane | None
+    grid: Grid | None
+    exact: ExactComparison | None
+    exact_note: str  # why there is no exact comparison, or ""
+
+
+class _SnapshotState:
+    def __init__(self, snapshot: Snapshot):
+        self.problem = snapshot.problem()
+        self.cache = StepCache()
+        self.curves: dict = {}
+        self.planes: dict = {}
+        self.grids: dict = {}
+        self.exact: dict = {}
+        self.fisher: ExactFisher | None = None
+
+
+def _remember(store: dict, key, value, limit: int = 128):
+    if len(store) >= limit:
+        store.pop(next(iter(store)))
+    store[key] = value
+    return value
+
+
+class ExplorerSession:
+    """Snapshots by name, their caches, and `compute(name, settings) -> Frame`."""
+
+    def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], grid_size: int = 11,
+                 curve_points: int = 33, exact_max_params: int = 1500):
+        if isinstance(snapshots, Snapshot):
+            snapshots = [snapshots]
+        if not isinstance(snapshots, dict):
+            snapshots = {s.name: s for s in snapshots}
+        if not snapshots or not all(isinstance(s, Snapshot) for s in snapshots.values()):
+            raise ValueError(f"snapshots = {snapshots!r} is not allowed: give one or more Snapshot "
+                             "objects (e.g. make_snapshot('CartPole-v1'))")
+        for name, value, lo in (("grid_size", grid_size, 3), ("curve_points", curve_points, 8),
+                                ("exact_max_params", exact_max_params, 0)):
+            if not (isinstance(value, int) and value >= lo):
+                raise ValueError(f"{name} = {value!r} is not allowed: must be an integer ≥ {lo}")
+        self.snapshots = dict(snapshots)
+        self.grid_size, self.curve_points = grid_size, curve_points
+        self.exact_max_params = exact_max_params
+        self.work: Counter[str] = Counter()
+        self._states: dict[str, _SnapshotState] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.snapshots)
+
+    def state(self, name: str) -> _SnapshotState:
+        if name not in self.snapshots:
+            raise ValueError(f"snapshot = {name!r} is not known; snapshots are: {self.names}")
+        if name not in self._states:
+            self._states[name] = _SnapshotState(self.snapshots[name])
+        return self._states[name]
+
+    def compute(self, name: str, settings: Settings) -> Frame:
+        """Run `trpo_step` with the settings (the same function training calls) and gather views."""
+        st = self.state(name)
+        solves = len(st.cache.solves)
+        report = trpo_step(st.problem, settings.max_kl, settings.damping, settings.cg_iters,
+                           settings.cg_tol, settings.backtrack_coef, settings.backtrack_iters,
+                           cache=st.cache)
+        self.work["trpo_step"] += 1
+        self.work["cg_solve"] += len(st.cache.solves) - solves
+        if report.direction is None or not math.isfinite(report.sAs) or report.sAs <= 0:
+            return Frame(name, settings, report, math.nan, None, None, None, None,
+                         "no search direction: " + report.reason)
+        key = settings.direction_key
+        s = report.direction
+        sFs = report.sAs - settings.damping * float(s @ s)
+        scale = view_scale(settings.max_kl)
+        if (key, scale) not in st.curves:
+            self.work["curve"] += 1
+            t = curve_coefficients(report.sAs, scale, self.curve_points)
+            _remember(st.curves, (key, scale), step_curve(st.problem, s, t))
+        if key not in st.planes:
+            self.work["plane"] += 1
+            _remember(st.planes, key, slice_plane(s, report.grad, st.cache.fvp, settings.damping))
+        plane = st.planes[key]
+        if (key, scale) not in st.grids:
+            self.work["grid"] += 1
+            _remember(st.grids, (key, scale), slice_grid(st.problem, plane, scale, self.grid_size))
+        exact, note = self._exact(st, report, settings)
+        return Frame(name, settings, report, sFs, st.curves[(key, scale)], plane, st.grids[(key, scale)],
+                     exact, note)
+
+    def _exact(self, st: _SnapshotState, report: StepReport, settings: Settings
+               ) -> tuple[ExactComparison | None, str]:
+        n = st.problem.num_params
+        if n > self.exact_max_params:
+            return None, (f"exact F not formed: the policy has P = {n} parameters "
+                          f"(> {self.exact_max_params}; a P×P matrix and P Fisher products)")
+        if st.fisher is None:
+            self.work["exact_fisher"] += 1
+            if st.cache.fvp is None:
+                st.cache.fvp = fisher_operator(st.problem)
+            st.fisher = exact_fisher(st.cache.fvp, n, st.problem.theta_old.dtype)
+        key = settings.direction_key
+        if key not in st.exact:
+            self.work["exact_comparison"] += 1
+            g, s = report.grad, report.direction.double()
+            target = exact_direction(st.fisher, g, settings.damping)
+            errors = cg_errors(st.fisher, g, settings.damping, settings.cg_iters, settings.cg_tol)
+            _remember(st.exact, key, ExactComparison(
+                errors, float((s - target).norm() / target.norm()), angle_degrees(s, target),
+                angle_degrees(s, natural_direction(st.fisher, g)),
+                st.fisher.eigenvalues.flip(0).numpy(), settings.damping))
+        return st.exact[key], ""

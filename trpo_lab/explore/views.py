@@ -1,0 +1,391 @@
+"""The explorer's four views as pure functions: a step report (and what was computed around it) in,
+a Plotly figure out.
+
+1. `line_search_figure` — real surrogate gain and KL̄ along x·βs, the linear and quadratic models,
+   the δ line and every line-search trial (hover: why it was rejected);
+2. `trust_region_figure` — a 2-D slice through θ_old: surrogate contours, the real KL̄ = δ contour,
+   the model ellipse ½cᵀ(F+λI)c = δ, the gradient, natural and accepted steps;
+3. `cg_figure` — CG residuals; for small policies the error against the exact (F+λI)⁻¹g and F's
+   eigenvalues with the damping level;
+4. `summary_figure` — β, sᵀFs, predicted vs actual improvement, final KL̄, backtracks, verdict.
+
+Each view is a fixed skeleton of *named* traces (`_*_base`) plus `*_update(...)`, a plain dict of
+the values that depend on the report. `view_figure = apply_update(base, update)`; the explorer
+applies the same update dicts to its `FigureWidget`s inside `batch_update`, which is much cheaper
+than building new figures. Tests read traces by name with `trace(fig, name)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..trust_region import StepReport, UpdateProblem, fisher_operator
+from .landscape import (
+    Grid,
+    Plane,
+    StepCurve,
+    curve_coefficients,
+    gradient_step,
+    model_ellipse,
+    slice_grid,
+    slice_plane,
+    step_curve,
+    view_scale,
+)
+from .session import ExactComparison, Frame
+
+Update = dict[str, Any]  # {"traces": {trace name: properties}, "layout": {...}, "notes": {name: text}}
+ACCEPTED, REJECTED, MODEL, REAL = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
+X_MAX = 1.3  # the line-search view shows step fractions 0 … 1.3
+NONE: list = []
+
+
+def trace(fig: go.Figure, name: str):
+    """The trace called `name` (KeyError lists the names)."""
+    for t in fig.data:
+        if t.name == name:
+            return t
+    raise KeyError(f"no trace {name!r}; traces are: {[t.name for t in fig.data]}")
+
+
+def apply_update(fig: go.Figure, update: Update) -> go.Figure:
+    """Write an update dict into `fig` (a `go.Figure` or a `FigureWidget`) as one batch."""
+    index = {t.name: i for i, t in enumerate(fig.data)}
+    with fig.batch_update():
+        for name, props in update.get("traces", {}).items():
+            fig.data[index[name]].update(props)
+        if update.get("layout"):
+            fig.layout.update(update["layout"])
+        for name, text in update.get("notes", {}).items():
+            for note in fig.layout.annotations:
+                if note.name == name:
+                    note.text = text
+    return fig
+
+
+def fmt(x: float | None) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.4g}"
+
+
+def verdict(report: StepReport) -> str:
+    if report.accepted:
+        s = "s" if report.backtracks != 1 else ""
+        return f"accepted at fraction {report.step_fraction:.3g} after {report.backtracks} backtrack{s}"
+    return "rejected: " + report.reason
+
+
+def _has_step(report: StepReport) -> bool:
+    return report.full_step is not None and math.isfinite(report.beta)
+
+
+def _style(fig: go.Figure, height: int) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=60, r=20, t=60, b=40), template="plotly_white",
+                      title=dict(x=0.01, font_size=14), uirevision="explorer",
+                      legend=dict(orientation="h", yanchor="top", y=-0.14, x=0, font_size=11))
+    return fig
+
+
+# ───────────────────────────── 1. line search ─────────────────────────────
+
+
+def _line_search_base() -> go.Figure:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        subplot_titles=("surrogate gain L(θ) − L(θ_old)", "mean KL̄(π_old ‖ π_θ)"))
+    line = dict(mode="lines")
+
+    def trials(name: str, color: str, symbol: str, row: int) -> go.Scatter:
+        return go.Scatter(name=name, mode="markers", showlegend=row == 1,
+                          marker=dict(color=color, symbol=symbol, size=11, line_width=1),
+                          hovertemplate="x = %{x:.3g}<br>%{y:.4g}<br>%{text}<extra></extra>")
+
+    fig.add_trace(go.Scatter(name="real surrogate gain", line_color=REAL, **line), 1, 1)
+    fig.add_trace(go.Scatter(name="linear model g·(xβs)", line=dict(color=MODEL, dash="dash"),
+                             **line), 1, 1)
+    fig.add_trace(trials("rejected trials", REJECTED, "x", 1), 1, 1)
+    fig.add_trace(trials("accepted trial", ACCEPTED, "circle", 1), 1, 1)
+    fig.add_trace(go.Scatter(name="real KL̄", line_color="#9467bd", **line), 2, 1)
+    fig.add_trace(go.Scatter(name="quadratic model ½xᵀFx", line=dict(color=MODEL, dash="dash"),
+                             **line), 2, 1)
+    fig.add_trace(go.Scatter(name="damped model ½xᵀ(F+λI)x", line=dict(color=MODEL, dash="dot"),
+                             **line), 2, 1)
+    fig.add_trace(go.Scatter(name="δ", line=dict(color="black", width=1.5), **line), 2, 1)
+    fig.add_trace(trials("rejected trials (KL)", REJECTED, "x", 2), 2, 1)
+    fig.add_trace(trials("accepted trial (KL)", ACCEPTED, "circle", 2), 2, 1)
+    fig.update_xaxes(range=[0, X_MAX])
+    fig.update_xaxes(title_text="step fraction x   (θ = θ_old + x·βs)", row=2, col=1)
+    return _style(fig, 500)
+
+
+def line_search_update(report: StepReport, curve: StepCurve | None = None,
+                       problem: UpdateProblem | None = None) -> Update:
+    """The line-search view's data: real L and KL̄ along x·βs (the curve, joined by the trials
+    themselves), g·(xβs), ½(xβ)²sᵀFs, ½(xβ)²sᵀ(F+λI)s = x²δ, δ, and the trials."""
+    delta, damping = report.settings["max_kl"], report.settings["damping"]
+    has_step = _has_step(report)
+    if has_step and curve is None and problem is not None:
+        scale = view_scale(delta)
+        curve = step_curve(problem, report.direction, curve_coefficients(report.sAs, scale))
+    x, gain, kl = np.array([]), np.array([]), np.array([])
+    if has_step and curve is not None:
+        x = np.concatenate([curve.t / report.beta, [t.fraction for t in report.trials]])
+        gain = np.concatenate([curve.gain, [t.surrogate_gain for t in report.trials]])
+        kl = np.concatenate([curve.kl, [t.kl for t in report.trials]])
+        order = np.argsort(x, kind="stable")
+        keep = x[order] <= X_MAX * (1 + 1e-9)
+        x, gain, kl = x[order][keep], gain[order][keep], kl[order][keep]
+    xs = np.linspace(0, X_MAX, 53) if has_step else np.array([])
+    s = report.direction
+    sFs = report.sAs - damping * float(s @ s) if has_step else math.nan
+    rej = [t for t in report.trials if not t.accepted]
+    acc = [t for t in report.trials if t.accepted]
+
+    def marks(ts: list, key: str) -> dict:
+        return dict(x=[t.fraction for t in ts], y=[getattr(t, key) for t in ts],
+                    text=[t.reason for t in ts])
+
+    return {"traces": {
+        "real surrogate gain": dict(x=x, y=gain),
+        "linear model g·(xβs)": dict(x=xs, y=xs * report.predicted_improvement if has_step else NONE),
+        "rejected trials": marks(rej, "surrogate_gain"),
+        "accepted trial": marks(acc, "surrogate_gain"),
+        "real KL̄": dict(x=x, y=kl),
+        "quadratic model ½xᵀFx": dict(x=xs, y=0.5 * (xs * report.beta) ** 2 * sFs if has_step else NONE),
+        "damped model ½xᵀ(F+λI)x": dict(x=xs, y=xs**2 * delta if has_step else NONE),
+        "δ": dict(x=[0, X_MAX], y=[delta, delta]),
+        "rejected trials (KL)": marks(rej, "kl"),
+        "accepted trial (KL)": marks(acc, "kl"),
+    }, "layout": {"title": {"text": f"Line search · δ = {delta:.3g}: {verdict(report)}"}}}
+
+
+def line_search_figure(report: StepReport, curve: StepCurve | None = None,
+                       problem: UpdateProblem | None = None) -> go.Figure:
+    """View 1 (`line_search_update` on a fresh skeleton); pass `problem` to compute the curve."""
+    return apply_update(_line_search_base(), line_search_update(report, curve, problem))
+
+
+# ───────────────────────────── 2. trust region slice ─────────────────────────────
+
+POINTS = ("gradient step (same model KL)", "full natural step βs", "accepted step", "θ_old")
+
+
+def _trust_region_base() -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Contour(
+        name="surrogate gain", colorscale="RdBu", zmid=0, ncontours=16, line=dict(width=0.5),
+        colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8),
+        hovertemplate="a = %{x:.3g}<br>b = %{y:.3g}<br>L − L_old = %{z:.4g}<extra></extra>"))
+    fig.add_trace(go.Contour(name="real KL̄ = δ", autocontour=False, showscale=False, showlegend=True,
+                             contours=dict(coloring="lines"), line=dict(color="black", width=3),
+                             hoverinfo="skip"))
+    fig.add_trace(go.Scatter(name="model ½cᵀ(F+λI)c = δ", mode="lines",
+                             line=dict(color="#ff7f0e", width=2.5, dash="dash")))
+    looks = (("diamond", "#8c564b"), ("star", "#9467bd"), ("circle", ACCEPTED), ("cross", "black"))
+    for name, (symbol, color) in zip(POINTS, looks):
+        fig.add_trace(go.Scatter(name=name, mode="markers",
+                                 marker=dict(symbol=symbol, size=14, color=color,
+                                             line=dict(width=1, color="white")),
+                                 hovertemplate="%{text}<br>a = %{x:.3g}, b = %{y:.3g}<extra></extra>"))
+    return _style(fig, 500)
+
+
+def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
+                        problem: UpdateProblem | None = None, grid_size: int = 11) -> Update:
+    """The slice θ_old + a·ŝ + b·v̂ (v̂: the gradient's part ⊥ ŝ): contours of the real surrogate
+    gain, the real KL̄ = δ contour, the model ellipse, the gradient / natural / accepted steps."""
+    delta, damping = report.settings["max_kl"], report.settings["damping"]
+    has_step = _has_step(report)
+    if has_step and plane is None and problem is not None:
+        plane = slice_plane(report.direction, report.grad, fisher_operator(problem), damping)
+    if has_step and grid is None and problem is not None and plane is not None:
+        grid = slice_grid(problem, plane, view_scale(delta), grid_size)
+    if not has_step:
+        plane = grid = None
+    traces: dict[str, dict] = {}
+    if grid is not None:
+        traces["surrogate gain"] = dict(x=grid.a, y=grid.b, z=grid.gain)
+        traces["real KL̄ = δ"] = dict(x=grid.a, y=grid.b, z=grid.kl,
+                                      contours=dict(start=delta, end=delta, size=delta))
+    else:
+        traces["surrogate gain"] = dict(x=NONE, y=NONE, z=NONE)
+        traces["real KL̄ = δ"] = dict(x=NONE, y=NONE, z=NONE)
+    ex, ey = model_ellipse(plane, delta) if plane is not None else (NONE, NONE)
+    traces["model ½cᵀ(F+λI)c = δ"] = dict(x=ex, y=ey)
+    if plane is not None:
+        gx, gy = gradient_step(plane, delta)
+        natural = report.beta * plane.step_length
+        taken = report.step_fraction * natural if report.accepted else 0.0
+        where = {"gradient step (same model KL)": (gx, gy), "full natural step βs": (natural, 0.0),
+                 "accepted step": (taken, 0.0), "θ_old": (0.0, 0.0)}
+    else:
+        where = {name: (math.nan, math.nan) for name in POINTS[:3]} | {"θ_old": (0.0, 0.0)}
+    label = {"accepted step": "accepted step" if report.accepted else
+             "no step accepted: θ stays at θ_old"}
+    for name, (x, y) in where.items():
+        traces[name] = dict(x=[x], y=[y], text=[label.get(name, name)])
+    traces["accepted step"]["marker_color"] = ACCEPTED if report.accepted else REJECTED
+    second = "gradient" if plane is None else plane.second
+    title = f"Trust-region slice · δ = {delta:.3g}, λ = {damping:.3g}"
+    return {"traces": traces, "layout": {
+        "title": {"text": title if has_step else f"{title}: {verdict(report)}"},
+        "xaxis": {"title": {"text": "a along ŝ = s/‖s‖ (natural direction)"},
+                  "range": [float(grid.a[0]), float(grid.a[-1])] if grid is not None else None},
+        "yaxis": {"title": {"text": "b along ĝ⊥ (the gradient's part ⊥ ŝ)" if second == "gradient"
+                            else f"b along {second} ⊥ ŝ (g ∥ s here)"},
+                  "range": [float(grid.b[0]), float(grid.b[-1])] if grid is not None else None}}}
+
+
+def trust_region_figure(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
+                        problem: UpdateProblem | None = None, grid_size: int = 11) -> go.Figure:
+    """View 2; pass `problem` to compute the plane and grid (or give them, e.g. from a `Frame`)."""
+    return apply_update(_trust_region_base(),
+                        trust_region_update(report, plane, grid, problem, grid_size))
+
+
+# ───────────────────────────── 3. conjugate gradient ─────────────────────────────
+
+
+def _cg_base() -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
+        "CG residual ‖g − (F+λI)x_k‖", "error vs exact x* = (F+λI)⁻¹g", "Fisher spectrum and λ"))
+    fig.add_trace(go.Scatter(name="CG residual ‖r_k‖", mode="lines+markers", line_color=REAL), 1, 1)
+    fig.add_trace(go.Scatter(name="stop: ‖r‖² < cg_tol", mode="lines",
+                             line=dict(color=MODEL, dash="dot")), 1, 1)
+    fig.add_trace(go.Scatter(name="relative error ‖x_k − x*‖/‖x*‖", mode="lines+markers",
+                             line_color="#ff7f0e"), 1, 2)
+    fig.add_trace(go.Scatter(name="eigenvalues of F", mode="lines", line_color="#9467bd"), 1, 3)
+    fig.add_trace(go.Scatter(name="damping λ", mode="lines", line=dict(color="black", dash="dash")),
+                  1, 3)
+    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_xaxes(title_text="iteration k", row=1, col=1)
+    fig.update_xaxes(title_text="iteration k", row=1, col=2)
+    fig.update_xaxes(title_text="eigenvalue index (descending)", type="log", row=1, col=3)
+    fig.add_annotation(name="note", text="", xref="paper", yref="paper", x=0, y=-0.36,
+                       showarrow=False, xanchor="left", font_size=11)
+    return _style(fig, 420)
+
+
+def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
+              ) -> Update:
+    """‖r_k‖ per CG iteration; with the exact F: ‖x_k − x*‖/‖x*‖ and F's eigenvalues vs λ."""
+    damping, tol = report.settings["damping"], report.settings["cg_tol"]
+    cg = report.cg
+    norms = cg.residual_norms if cg is not None else NONE
+    traces = {"CG residual ‖r_k‖": dict(x=list(range(len(norms))), y=norms),
+              "stop: ‖r‖² < cg_tol": dict(x=[0, max(len(norms) - 1, 1)], y=[math.sqrt(tol)] * 2)}
+    if exact is not None:
+        eig = exact.eigenvalues
+        traces["relative error ‖x_k − x*‖/‖x*‖"] = dict(x=list(range(len(exact.errors))),
+                                                      y=exact.errors)
+        traces["eigenvalues of F"] = dict(x=np.arange(1, len(eig) + 1), y=np.where(eig > 0, eig, np.nan))
+        traces["damping λ"] = dict(x=[1, len(eig)], y=[damping, damping])
+        top = float(eig.max())
+        kappa = (top + damping) / (max(float(eig.min()), 0.0) + damping)
+        note = (f"CG's s vs x*: relative error {exact.relative_error:.2e}, angle {exact.angle:.3g}° · "
+                f"vs undamped F⁺g: angle {exact.angle_natural:.3g}° · κ(F+λI) = {kappa:.3g} · "
+                f"{int((eig < damping).sum())} of {len(eig)} eigenvalues below λ")
+    else:
+        for name in ("relative error ‖x_k − x*‖/‖x*‖", "eigenvalues of F", "damping λ"):
+            traces[name] = dict(x=NONE, y=NONE)
+        note = exact_note or "exact comparison not computed"
+    stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
+    return {"traces": traces, "notes": {"note": note}, "layout": {"title": {"text": (
+        f"Conjugate gradient · λ = {damping:.3g}, cg_iters = {report.settings['cg_iters']}: {stop}")}}}
+
+
+def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
+              ) -> go.Figure:
+    """View 3 (the exact comparison comes from `ExplorerSession`, for small policies)."""
+    return apply_update(_cg_base(), cg_update(report, exact, exact_note))
+
+
+# ───────────────────────────── 4. summary ─────────────────────────────
+
+
+def summary_rows(report: StepReport) -> list[tuple[str, str]]:
+    """(quantity, value) rows of the summary view, with 4 significant digits."""
+    s, cg = report.direction, report.cg
+    sFs = report.sAs - report.settings["damping"] * float(s @ s) if s is not None else math.nan
+    return [
+        ("verdict", "accepted" if report.accepted else "rejected"),
+        ("why", report.reason),
+        ("δ (max KL)", fmt(report.settings["max_kl"])),
+        ("damping λ", fmt(report.settings["damping"])),
+        ("CG iterations", f"{cg.iterations} of {report.settings['cg_iters']} ({cg.stopped})"
+         if cg is not None else "—"),
+        ("final CG residual", fmt(cg.residual_norms[-1]) if cg is not None else "—"),
+        ("β = √(2δ / sᵀ(F+λI)s)", fmt(report.beta)),
+        ("sᵀ(F+λI)s", fmt(report.sAs)),
+        ("sᵀFs", fmt(sFs)),
+        ("predicted improvement g·βs", fmt(report.predicted_improvement)),
+        ("actual improvement L(θ_new) − L(θ_old)", fmt(report.surrogate_gain)),
+        ("final KL̄(π_old ‖ π_new)", fmt(report.kl)),
+        ("step fraction", fmt(report.step_fraction)),
+        ("backtracks", str(report.backtracks)),
+    ]
+
+
+def _summary_base() -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.56, 0.24, 0.2], horizontal_spacing=0.08,
+                        specs=[[{"type": "table"}, {"type": "xy"}, {"type": "xy"}]],
+                        subplot_titles=("", "improvement", "final KL̄ vs δ"))
+    fig.add_trace(go.Table(name="summary", columnwidth=[0.62, 0.38],
+                           header=dict(values=["quantity", "value"], align="left",
+                                       fill_color="#eeeeee"),
+                           cells=dict(align="left", height=22)), 1, 1)
+    fig.add_trace(go.Bar(name="improvement", x=["predicted (full)", "predicted (x·g·βs)", "actual"],
+                         showlegend=False), 1, 2)
+    fig.add_trace(go.Bar(name="final KL̄", x=["final KL̄"], showlegend=False), 1, 3)
+    fig.add_trace(go.Scatter(name="δ", x=["final KL̄"], mode="markers+text", text=["δ"],
+                             textposition="top center", showlegend=False,
+                             marker=dict(symbol="line-ew-open", size=40, line_width=3, color="black")),
+                  1, 3)
+    return _style(fig, 460)
+
+
+def summary_update(report: StepReport) -> Update:
+    """The table of `summary_rows` and the bars (predicted vs actual improvement, KL̄ vs δ)."""
+    rows = summary_rows(report)
+    color = ACCEPTED if report.accepted else REJECTED
+    delta = report.settings["max_kl"]
+    predicted_at = report.step_fraction * report.predicted_improvement if report.accepted else 0.0
+    return {"traces": {
+        "summary": {"cells": dict(values=[[r[0] for r in rows], [r[1] for r in rows]],
+                                  font=dict(color=[["black"] * len(rows),
+                                                   [color, color] + ["black"] * (len(rows) - 2)]))},
+        "improvement": dict(y=[report.predicted_improvement, predicted_at, report.surrogate_gain],
+                            marker_color=[MODEL, MODEL, color]),
+        "final KL̄": dict(y=[report.kl], marker_color=[color]),
+        "δ": dict(y=[delta]),
+    }, "layout": {"title": {"text": f"Summary: {verdict(report)}"},
+                  "yaxis2": {"range": [0, 1.25 * max(delta, report.kl)]}}}
+
+
+def summary_figure(report: StepReport) -> go.Figure:
+    """View 4."""
+    return apply_update(_summary_base(), summary_update(report))
+
+
+# ───────────────────────────── all four ─────────────────────────────
+
+BASES = {"line_search": _line_search_base, "trust_region": _trust_region_base, "cg": _cg_base,
+         "summary": _summary_base}
+
+
+def frame_updates(frame: Frame, views: tuple[str, ...] = tuple(BASES)) -> dict[str, Update]:
+    """The update dicts of the requested views of one explorer frame."""
+    r = frame.report
+    make = {"line_search": lambda: line_search_update(r, frame.curve),
+            "trust_region": lambda: trust_region_update(r, frame.plane, frame.grid),
+            "cg": lambda: cg_update(r, frame.exact, frame.exact_note),
+            "summary": lambda: summary_update(r)}
+    return {name: make[name]() for name in views}
+
+
+def frame_figures(frame: Frame) -> dict[str, go.Figure]:
+    """The four views of one explorer frame as new figures."""
+    return {name: apply_update(BASES[name](), update) for name, update in frame_updates(frame).items()}
