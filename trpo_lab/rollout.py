@@ -129,17 +129,21 @@ class Sampler:
             self.normalizer.update(obs)
         return self.normalizer.normalize(obs)
 
-    @torch.no_grad()
     def collect(self, policy: Policy, steps_per_env: int, generator: torch.Generator) -> Batch:
-        """Run `steps_per_env` steps in every env with actions sampled from `policy`."""
+        """Run `steps_per_env` steps in every env with actions sampled from `policy`.
+
+        One batched policy forward per step for all envs (`policy.sample`, no distribution object),
+        under `torch.inference_mode`; the batch is written into preallocated numpy buffers and
+        handed to torch once at the end.
+        """
         if self.obs is None:
             raise EnvError("Sampler.collect called before reset(seed)")
         T, N = steps_per_env, self.num_envs
         obs_dim = self.obs.shape[1]
-        obs_buf = torch.empty(T, N, obs_dim)
-        next_buf = torch.empty(T, N, obs_dim)
-        act_buf = torch.empty(T, N, dtype=torch.long) if self.discrete else \
-            torch.empty(T, N, len(self.low))
+        obs_buf = np.empty((T, N, obs_dim), np.float32)
+        next_buf = np.empty((T, N, obs_dim), np.float32)
+        act_buf = np.empty((T, N), np.int64) if self.discrete else \
+            np.empty((T, N, len(self.low)), np.float32)
         rew = np.empty((T, N))
         term = np.empty((T, N), bool)
         ends = np.empty((T, N), bool)
@@ -147,12 +151,10 @@ class Sampler:
         lengths: list[int] = []
         policy_obs = self._policy_input(self.obs, update=True)
         for t in range(T):
-            obs_t = torch.as_tensor(policy_obs, dtype=torch.float32)
-            action = policy.sample(obs_t, generator)
-            obs_buf[t], act_buf[t] = obs_t, action
-            env_action = action.numpy()
-            if not self.discrete:
-                env_action = np.clip(env_action, self.low, self.high)
+            obs_buf[t] = policy_obs
+            with torch.inference_mode():
+                act_buf[t] = policy.sample(torch.from_numpy(obs_buf[t]), generator).numpy()
+            env_action = act_buf[t] if self.discrete else np.clip(act_buf[t], self.low, self.high)
             try:
                 obs, reward, terminated, truncated, info = self.envs.step(env_action)
             except Exception as e:  # an env that raises must not leave a half-made batch behind
@@ -173,11 +175,12 @@ class Sampler:
                 returns.append(float(self.ep_return[i]))
                 lengths.append(int(self.ep_length[i]))
                 self.ep_return[i], self.ep_length[i] = 0.0, 0
-            next_buf[t] = torch.as_tensor(self._policy_input(real_next, update=False))
+            next_buf[t] = self._policy_input(real_next, update=False)
             self.obs = obs
             policy_obs = self._policy_input(obs, update=True)
-        return Batch(obs_buf, act_buf, torch.as_tensor(rew, dtype=torch.float32), next_buf,
-                     torch.as_tensor(term), torch.as_tensor(ends), returns, lengths)
+        return Batch(torch.from_numpy(obs_buf), torch.from_numpy(act_buf),
+                     torch.from_numpy(rew.astype(np.float32)), torch.from_numpy(next_buf),
+                     torch.from_numpy(term), torch.from_numpy(ends), returns, lengths)
 
     def state_dict(self) -> dict:
         return {"obs": self.obs, "ep_return": self.ep_return.copy(),

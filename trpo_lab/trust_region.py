@@ -133,6 +133,14 @@ def mean_kl(problem: UpdateProblem, theta: Tensor, rows: Tensor | None = None) -
     return kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows)).mean()
 
 
+def surrogate_and_kl(problem: UpdateProblem, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """(L(θ), KL̄(θ)) over the whole batch from one forward pass: the same numbers as `surrogate`
+    and `mean_kl`, for the line search, which needs both at every trial."""
+    new = problem.distribution_at(theta)
+    ratio = torch.exp(new.log_prob(problem.actions) - problem.old_log_prob)
+    return (ratio * problem.advantages).mean(), kl_divergence(problem.old_distribution(), new).mean()
+
+
 def fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], Tensor]:
     """v ↦ F v with F = ∇²_θ KL̄(θ)|θ_old, by double backprop (Pearlmutter's trick).
 
@@ -394,7 +402,8 @@ def trpo_step(problem: UpdateProblem, max_kl: float = 0.01, damping: float = 0.1
         surrogate_old = float(surrogate(problem, theta_old))
 
         def evaluate(theta: Tensor) -> tuple[float, float]:
-            return float(surrogate(problem, theta)) - surrogate_old, float(mean_kl(problem, theta))
+            gain, kl = surrogate_and_kl(problem, theta)
+            return float(gain) - surrogate_old, float(kl)
 
         theta_new, trials = backtracking_line_search(evaluate, theta_old, full_step, predicted,
                                                      max_kl, backtrack_coef, backtrack_iters)

@@ -35,11 +35,58 @@ def explained_variance(predictions: Tensor, targets: Tensor) -> float:
     return 1.0 - float((targets - predictions).var(unbiased=False)) / var
 
 
+class Adam:
+    """Adam (Kingma & Ba 2015) over a fixed list of parameter tensors, step t = 1, 2, …:
+
+        m ← β₁·m + (1 − β₁)·g        v ← β₂·v + (1 − β₂)·g²
+        φ ← φ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+    The arithmetic of `torch.optim.Adam` on CPU, operation for operation (same numbers, bitwise).
+    It is written out because building the first `torch.optim` optimiser imports torch._dynamo
+    (1.5–2 s, as long as a whole CartPole run of value fits), and because for these small networks
+    torch.optim's per-step bookkeeping costs more than the arithmetic. Takes the gradients as an
+    argument (`step(grads)`), so no `.grad` buffers are kept or zeroed.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params: list[Tensor] = list(params)
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.t = 0
+        self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.v = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, grads: tuple[Tensor, ...] | list[Tensor]) -> None:
+        """One Adam update of every parameter with its gradient g (in `params` order)."""
+        beta1, beta2 = self.betas
+        self.t += 1
+        step_size = self.lr / (1 - beta1**self.t)
+        bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["m"]) != len(self.params):
+            raise ValueError(f"Adam state for {len(state['m'])} tensors; this optimiser has "
+                             f"{len(self.params)}")
+        self.t, self.lr, self.eps = int(state["t"]), float(state["lr"]), float(state["eps"])
+        self.betas = tuple(state["betas"])
+        for mine, saved in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
+            mine.copy_(saved)
+
+
 def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
-                         lr: float = 1e-3) -> torch.optim.Optimizer:
-    """The optimiser `fit_value` expects: Adam, or L-BFGS with a strong-Wolfe line search."""
+                         lr: float = 1e-3) -> Adam | torch.optim.LBFGS:
+    """The optimiser `fit_value` expects: `Adam`, or L-BFGS with a strong-Wolfe line search."""
     if method == "adam":
-        return torch.optim.Adam(value_fn.parameters(), lr=lr)
+        return Adam(value_fn.parameters(), lr=lr)
     if method == "lbfgs":
         return torch.optim.LBFGS(value_fn.parameters(), lr=lr, max_iter=LBFGS_ITERS, history_size=10,
                                  line_search_fn="strong_wolfe")
@@ -47,7 +94,7 @@ def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
 
 
 def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
-              optimizer: torch.optim.Optimizer, epochs: int = 5, minibatch_size: int = 64,
+              optimizer: Adam | torch.optim.Optimizer, epochs: int = 5, minibatch_size: int = 64,
               generator: torch.Generator | None = None) -> ValueFitReport:
     """Fit V_φ to `targets` [B] at `obs` [B, obs_dim]: `epochs` passes of minibatch Adam, or
     `epochs` full-batch L-BFGS calls (up to `LBFGS_ITERS` iterations each) when `optimizer` is
@@ -74,7 +121,16 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
         for _ in range(epochs):
             optimizer.step(closure)
             updates += 1
-    else:
+    elif isinstance(optimizer, Adam):
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=generator)
+            obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
+            for start in range(0, n, minibatch_size):
+                x, y = obs_epoch[start:start + minibatch_size], targets_epoch[start:start + minibatch_size]
+                loss = ((value_fn(x) - y) ** 2).mean()
+                optimizer.step(torch.autograd.grad(loss, optimizer.params))
+                updates += 1
+    else:  # any torch.optim optimiser (e.g. torch.optim.Adam built by the caller)
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, minibatch_size):
