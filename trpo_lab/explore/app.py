@@ -65,13 +65,21 @@ def _clamp(name: str, value: float) -> float | int:
 class Explorer:
     """Replay one TRPO update with live sliders: δ (1e-4…1e-1, log), damping (1e-4…1, log), CG
     iterations (1…50), backtrack coefficient (0.3…0.95), max backtracks (1…30) and a snapshot
-    picker. Display it in a notebook cell; `set(...)` moves several sliders with one update."""
+    picker. Display it in a notebook cell; `set(...)` moves several sliders with one update.
+
+    `torch_threads` sets torch's intra-op threads (as `Trainer` does; None leaves them alone): one
+    thread is what the latency benchmark measures, and two threads thrash on a busy 2-core machine.
+    """
 
     def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], *,
-                 settings: Settings | None = None, snapshot: str | None = None, grid_size: int = 11,
-                 curve_points: int = 33, exact_max_params: int = 1500):
+                 settings: Settings | None = None, snapshot: str | None = None, grid_size: int = 9,
+                 curve_points: int = 25, exact_max_params: int = 1500, torch_threads: int | None = 1):
         FigureWidget = import_figure_widget()
         import ipywidgets as W
+        import torch
+
+        if torch_threads is not None:  # like `Trainer`: one thread is fastest for these small nets
+            torch.set_num_threads(torch_threads)
 
         self.session = ExplorerSession(snapshots, grid_size, curve_points, exact_max_params)
         name = snapshot if snapshot is not None else self.session.names[0]

@@ -63,7 +63,7 @@ class StepCurve:
     kl: np.ndarray
 
 
-def curve_coefficients(sAs: float, scale: float, points: int = 33, beyond: float = 1.3) -> np.ndarray:
+def curve_coefficients(sAs: float, scale: float, points: int = 25, beyond: float = 1.3) -> np.ndarray:
     """t = 0 … `beyond`·β(scale), evenly spaced, β(δ) = √(2δ / sᵀ(F+λI)s): the step fractions
     x = t/β(δ) ≥ 0 … 1.3 of every δ ≤ `scale`, so moving δ below `scale` only rescales the curve."""
     return np.linspace(0.0, beyond * math.sqrt(2 * scale / sAs), points)
@@ -144,7 +144,7 @@ class Grid:
     scale: float  # the δ the window was framed for
 
 
-def slice_grid(problem: UpdateProblem, plane: Plane, scale: float, size: int = 15,
+def slice_grid(problem: UpdateProblem, plane: Plane, scale: float, size: int = 9,
                pad: float = 1.7) -> Grid:
     """Evaluate the slice on size×size points covering `pad` × the model ellipse at δ = `scale`."""
     half = pad * np.sqrt(2 * scale * np.diag(np.linalg.inv(plane.A)))  # ellipse bounding box × pad

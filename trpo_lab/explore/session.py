@@ -135,8 +135,8 @@ def _remember(store: dict, key, value, limit: int = 128):
 class ExplorerSession:
     """Snapshots by name, their caches, and `compute(name, settings) -> Frame`."""
 
-    def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], grid_size: int = 11,
-                 curve_points: int = 33, exact_max_params: int = 1500):
+    def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], grid_size: int = 9,
+                 curve_points: int = 25, exact_max_params: int = 1500):
         if isinstance(snapshots, Snapshot):
             snapshots = [snapshots]
         if not isinstance(snapshots, dict):

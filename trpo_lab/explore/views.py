@@ -42,6 +42,7 @@ from .session import ExactComparison, Frame
 Update = dict[str, Any]  # {"traces": {trace name: properties}, "layout": {...}, "notes": {name: text}}
 ACCEPTED, REJECTED, MODEL, REAL = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
 X_MAX = 1.3  # the line-search view shows step fractions 0 … 1.3
+KL_AXIS = 2.5  # … and KL̄ from 0 to 2.5 δ (a KL that shoots past that leaves through the top)
 NONE: list = []
 
 
@@ -159,7 +160,8 @@ def line_search_update(report: StepReport, curve: StepCurve | None = None,
         "δ": dict(x=[0, X_MAX], y=[delta, delta]),
         "rejected trials (KL)": marks(rej, "kl"),
         "accepted trial (KL)": marks(acc, "kl"),
-    }, "layout": {"title": {"text": f"Line search · δ = {delta:.3g}: {verdict(report)}"}}}
+    }, "layout": {"title": {"text": f"Line search · δ = {delta:.3g}: {verdict(report)}"},
+                  "yaxis2": {"range": [0, KL_AXIS * delta]}}}
 
 
 def line_search_figure(report: StepReport, curve: StepCurve | None = None,
@@ -180,8 +182,8 @@ def _trust_region_base() -> go.Figure:
         colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8),
         hovertemplate="a = %{x:.3g}<br>b = %{y:.3g}<br>L − L_old = %{z:.4g}<extra></extra>"))
     fig.add_trace(go.Contour(name="real KL̄ = δ", autocontour=False, showscale=False, showlegend=True,
-                             contours=dict(coloring="lines"), line=dict(color="black", width=3),
-                             hoverinfo="skip"))
+                             contours=dict(coloring="lines"), line=dict(width=3), hoverinfo="skip",
+                             colorscale=[[0, "black"], [1, "black"]]))
     fig.add_trace(go.Scatter(name="model ½cᵀ(F+λI)c = δ", mode="lines",
                              line=dict(color="#ff7f0e", width=2.5, dash="dash")))
     looks = (("diamond", "#8c564b"), ("star", "#9467bd"), ("circle", ACCEPTED), ("cross", "black"))
@@ -194,7 +196,7 @@ def _trust_region_base() -> go.Figure:
 
 
 def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
-                        problem: UpdateProblem | None = None, grid_size: int = 11) -> Update:
+                        problem: UpdateProblem | None = None, grid_size: int = 9) -> Update:
     """The slice θ_old + a·ŝ + b·v̂ (v̂: the gradient's part ⊥ ŝ): contours of the real surrogate
     gain, the real KL̄ = δ contour, the model ellipse, the gradient / natural / accepted steps."""
     delta, damping = report.settings["max_kl"], report.settings["damping"]
@@ -240,7 +242,7 @@ def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Gr
 
 
 def trust_region_figure(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
-                        problem: UpdateProblem | None = None, grid_size: int = 11) -> go.Figure:
+                        problem: UpdateProblem | None = None, grid_size: int = 9) -> go.Figure:
     """View 2; pass `problem` to compute the plane and grid (or give them, e.g. from a `Frame`)."""
     return apply_update(_trust_region_base(),
                         trust_region_update(report, plane, grid, problem, grid_size))
@@ -264,9 +266,14 @@ def _cg_base() -> go.Figure:
     fig.update_xaxes(title_text="iteration k", row=1, col=1)
     fig.update_xaxes(title_text="iteration k", row=1, col=2)
     fig.update_xaxes(title_text="eigenvalue index (descending)", type="log", row=1, col=3)
-    fig.add_annotation(name="note", text="", xref="paper", yref="paper", x=0, y=-0.36,
-                       showarrow=False, xanchor="left", font_size=11)
-    return _style(fig, 420)
+    fig.add_annotation(name="note", text="", xref="paper", yref="paper", x=0, y=0, yshift=-78,
+                       showarrow=False, xanchor="left", yanchor="top", font_size=11)
+    for col in (2, 3):
+        fig.add_annotation(name=f"panel {col}", text="", xref=f"x{col} domain", yref=f"y{col} domain",
+                           x=0.5, y=0.5, showarrow=False, font=dict(size=12, color=MODEL))
+    _style(fig, 440)
+    fig.update_layout(margin_b=105, legend_y=-0.2)
+    return fig
 
 
 def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
@@ -292,8 +299,10 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
         for name in ("relative error ‖x_k − x*‖/‖x*‖", "eigenvalues of F", "damping λ"):
             traces[name] = dict(x=NONE, y=NONE)
         note = exact_note or "exact comparison not computed"
+    panel = "" if exact is not None else "needs the exact F<br>(small policies only)"
     stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
-    return {"traces": traces, "notes": {"note": note}, "layout": {"title": {"text": (
+    return {"traces": traces, "notes": {"note": note, "panel 2": panel, "panel 3": panel},
+            "layout": {"title": {"text": (
         f"Conjugate gradient · λ = {damping:.3g}, cg_iters = {report.settings['cg_iters']}: {stop}")}}}
 
 
@@ -336,7 +345,7 @@ def _summary_base() -> go.Figure:
     fig.add_trace(go.Table(name="summary", columnwidth=[0.62, 0.38],
                            header=dict(values=["quantity", "value"], align="left",
                                        fill_color="#eeeeee"),
-                           cells=dict(align="left", height=22)), 1, 1)
+                           cells=dict(align="left", height=21)), 1, 1)
     fig.add_trace(go.Bar(name="improvement", x=["predicted (full)", "predicted (x·g·βs)", "actual"],
                          showlegend=False), 1, 2)
     fig.add_trace(go.Bar(name="final KL̄", x=["final KL̄"], showlegend=False), 1, 3)
@@ -344,7 +353,7 @@ def _summary_base() -> go.Figure:
                              textposition="top center", showlegend=False,
                              marker=dict(symbol="line-ew-open", size=40, line_width=3, color="black")),
                   1, 3)
-    return _style(fig, 460)
+    return _style(fig, 540)
 
 
 def summary_update(report: StepReport) -> Update:

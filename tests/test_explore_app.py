@@ -1,0 +1,150 @@
+"""The Explorer widget, headless: every slider is wired to `trpo_step` and redraws the views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trpo_lab.explore import Explorer, Settings, make_snapshot
+from trpo_lab.explore.views import trace
+
+SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def snapshots():
+    return [make_snapshot("Pendulum-v1", **SMALL), make_snapshot("CartPole-v1", **SMALL)]
+
+
+@pytest.fixture()
+def explorer(snapshots):
+    return Explorer(snapshots, settings=Settings())
+
+
+def data(explorer, view: str, name: str):
+    return trace(explorer.figures[view], name)
+
+
+def summary(explorer) -> dict[str, str]:
+    return dict(zip(*data(explorer, "summary", "summary").cells.values))
+
+
+def test_explorer_exposes_its_wiring(explorer):
+    assert set(explorer.sliders) == {"max_kl", "damping", "cg_iters", "backtrack_coef",
+                                     "backtrack_iters", "snapshot"}
+    assert set(explorer.figures) == {"line_search", "trust_region", "cg", "summary"}
+    for name, widget in explorer.sliders.items():  # each observes its "value" trait
+        assert explorer._on_change in widget._trait_notifiers["value"]["change"], name
+    s = explorer.sliders
+    assert (s["max_kl"].min, s["max_kl"].max, s["max_kl"].base) == (-4, -1, 10)
+    assert (s["damping"].min, s["damping"].max) == (-4, 0)
+    assert (s["cg_iters"].min, s["cg_iters"].max) == (1, 50)
+    assert (s["backtrack_coef"].min, s["backtrack_coef"].max) == (0.3, 0.95)
+    assert type(explorer.figures["summary"]).__name__ == "FigureWidget"
+    assert explorer._repr_mimebundle_()  # displays as its widget
+    assert summary(explorer) == explorer.summary()
+
+
+def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
+    cg_before = list(data(explorer, "cg", "CG residual ‖r_k‖").y)
+    for delta in (0.05, 0.002, 0.0003, 0.02):
+        explorer.sliders["max_kl"].value = delta
+        update = explorer.updates[-1]
+        assert set(update["views"]) == {"line_search", "trust_region", "summary"}
+        assert "cg_solve" not in update["work"]
+        assert list(data(explorer, "line_search", "δ").y) == [delta, delta]
+        accepted = data(explorer, "line_search", "accepted trial (KL)").y
+        assert len(accepted) == 1 and accepted[0] <= delta  # the accepted KL never exceeds δ
+        assert float(summary(explorer)["final KL̄(π_old ‖ π_new)"]) <= delta * (1 + 1e-3)
+        assert summary(explorer)["δ (max KL)"] == f"{delta:.4g}"
+        assert f"δ = {delta:.3g}" in explorer.status.value
+    assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) == cg_before
+
+
+def test_model_ellipse_scales_with_sqrt_delta(explorer):
+    explorer.set(max_kl=0.001)
+    small = np.array([data(explorer, "trust_region", "model ½cᵀ(F+λI)c = δ").x,
+                      data(explorer, "trust_region", "model ½cᵀ(F+λI)c = δ").y])
+    explorer.set(max_kl=0.04)
+    big = np.array([data(explorer, "trust_region", "model ½cᵀ(F+λI)c = δ").x,
+                    data(explorer, "trust_region", "model ½cᵀ(F+λI)c = δ").y])
+    np.testing.assert_allclose(big, np.sqrt(40) * small, rtol=1e-9)
+    kl = data(explorer, "trust_region", "real KL̄ = δ")
+    assert kl.contours.start == 0.04
+
+
+def test_damping_slider_redraws_everything_with_a_new_cg_solve(explorer):
+    before = {k: list(data(explorer, *v).y) for k, v in {
+        "cg": ("cg", "CG residual ‖r_k‖"), "curve": ("line_search", "real KL̄")}.items()}
+    explorer.sliders["damping"].value = 0.01
+    update = explorer.updates[-1]
+    assert set(update["views"]) == {"line_search", "trust_region", "cg", "summary"}
+    assert update["work"]["cg_solve"] == 1 and update["work"]["grid"] == 1
+    assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) != before["cg"]
+    assert list(data(explorer, "line_search", "real KL̄").y) != before["curve"]
+    assert summary(explorer)["damping λ"] == "0.01"
+    assert "λ = 0.01" in explorer.figures["trust_region"].layout.title.text
+
+
+def test_more_cg_iterations_never_raise_the_final_residual(explorer):
+    explorer.set(damping=1.0)  # a well-conditioned F + λI
+    finals = []
+    for k in range(1, 16):
+        explorer.sliders["cg_iters"].value = k
+        residuals = data(explorer, "cg", "CG residual ‖r_k‖").y
+        assert len(residuals) <= k + 1
+        finals.append(residuals[-1])
+    assert all(b <= a for a, b in zip(finals, finals[1:])), finals
+
+
+def test_backtracking_sliders_change_the_trials(explorer, snapshots):
+    explorer.set(snapshot=snapshots[1].name, damping=1e-4, max_kl=0.01)  # this overshoots
+    rejected = data(explorer, "line_search", "rejected trials").x
+    assert len(rejected) >= 1 and rejected[0] == 1.0
+    explorer.sliders["backtrack_coef"].value = 0.5
+    fractions = list(data(explorer, "line_search", "rejected trials").x) + \
+        list(data(explorer, "line_search", "accepted trial").x)
+    assert sorted(fractions, reverse=True) == [0.5**k for k in range(len(fractions))]
+    assert "cg_solve" not in explorer.updates[-1]["work"]
+    explorer.sliders["backtrack_iters"].value = 1
+    assert summary(explorer)["verdict"] == "rejected"
+    assert len(data(explorer, "line_search", "accepted trial").x) == 0
+    assert data(explorer, "trust_region", "accepted step").x[0] == 0  # θ stays at θ_old
+    assert "rejected" in explorer.status.value
+
+
+def test_snapshot_picker_switches_the_problem(explorer, snapshots):
+    pendulum_eigs = data(explorer, "cg", "eigenvalues of F").y
+    explorer.sliders["snapshot"].value = snapshots[1].name
+    assert explorer.report.theta_old.numel() == snapshots[1].num_params
+    assert len(data(explorer, "cg", "eigenvalues of F").y) == snapshots[1].num_params
+    assert len(pendulum_eigs) == snapshots[0].num_params
+    assert set(explorer.updates[-1]["views"]) == {"line_search", "trust_region", "cg", "summary"}
+
+
+def test_set_validates_before_moving_anything(explorer):
+    values = {k: w.value for k, w in explorer.sliders.items()}
+    with pytest.raises(ValueError, match=r"max_kl = 0.5 is not allowed.*\[0.0001, 0.1\]"):
+        explorer.set(max_kl=0.5, damping=0.3)
+    with pytest.raises(ValueError, match="unknown slider"):
+        explorer.set(delta=0.01)
+    with pytest.raises(ValueError, match="snapshot = 'nope' is not known"):
+        explorer.set(snapshot="nope")
+    assert {k: w.value for k, w in explorer.sliders.items()} == values
+
+
+def test_explorer_starts_at_the_training_settings(snapshots):
+    explorer = Explorer(snapshots[0])
+    c = snapshots[0].meta["config"]
+    assert explorer.settings.max_kl == c["max_kl"] and explorer.settings.damping == c["damping"]
+    assert explorer.report.summary() == snapshots[0].meta["training_step"]
+    with pytest.raises(ValueError, match="settings = .* is not allowed"):
+        Explorer(snapshots[0], settings={"max_kl": 0.01})

@@ -1,0 +1,146 @@
+"""The four views are pure functions of a step report (and what was computed around it)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+import torch
+
+from trpo_lab import make_update_problem, trpo_step
+from trpo_lab.explore import ExplorerSession, Settings, make_snapshot
+from trpo_lab.explore.views import (
+    apply_update,
+    cg_figure,
+    frame_figures,
+    line_search_figure,
+    summary_figure,
+    summary_rows,
+    trace,
+    trust_region_figure,
+)
+
+SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=["CartPole-v1", "Pendulum-v1"])
+def snap(request):
+    return make_snapshot(request.param, **SMALL)
+
+
+def test_each_view_builds_from_a_report_and_its_problem(snap):
+    problem = snap.problem()
+    report = trpo_step(problem, 0.01, 0.1)
+    figs = {"line_search": line_search_figure(report, problem=problem),
+            "trust_region": trust_region_figure(report, problem=problem),
+            "cg": cg_figure(report), "summary": summary_figure(report)}
+    for name, fig in figs.items():
+        assert isinstance(fig, go.Figure), name
+        assert fig.layout.title.text, name
+    assert len(trace(figs["line_search"], "real surrogate gain").x) > 10
+    assert np.asarray(trace(figs["trust_region"], "surrogate gain").z).shape == (9, 9)
+    assert list(trace(figs["cg"], "CG residual ‖r_k‖").y) == report.cg.residual_norms
+
+
+def test_line_search_view_shows_the_trials_the_models_and_delta(snap):
+    problem = snap.problem()
+    report = trpo_step(problem, 0.01, 1e-4)
+    fig = line_search_figure(report, problem=problem)
+    assert list(trace(fig, "δ").y) == [0.01, 0.01]
+    acc, rej = trace(fig, "accepted trial (KL)"), trace(fig, "rejected trials (KL)")
+    assert list(acc.x) == [report.step_fraction] and acc.y[0] <= 0.01
+    assert len(rej.x) == report.backtracks and all(k > 0.01 or "surrogate" in r
+                                                   for k, r in zip(rej.y, rej.text))
+    x = np.asarray(trace(fig, "damped model ½xᵀ(F+λI)x").x)
+    np.testing.assert_allclose(trace(fig, "damped model ½xᵀ(F+λI)x").y, x**2 * 0.01)
+    np.testing.assert_allclose(trace(fig, "linear model g·(xβs)").y, x * report.predicted_improvement)
+    kl_model = np.asarray(trace(fig, "quadratic model ½xᵀFx").y)
+    assert kl_model[-1] < x[-1] ** 2 * 0.01  # undamped curvature is smaller than the damped model's
+    assert "accepted at fraction" in fig.layout.title.text
+
+
+def test_trust_region_view_points_lie_where_the_math_says(snap):
+    session = ExplorerSession(snap)
+    frame = session.compute(snap.name, Settings(max_kl=0.01, damping=0.1))
+    fig = frame_figures(frame)["trust_region"]
+    plane, r = frame.plane, frame.report
+    natural = trace(fig, "full natural step βs")
+    assert natural.x[0] == pytest.approx(r.beta * float(r.direction.norm())) and natural.y[0] == 0
+    assert trace(fig, "accepted step").x[0] == pytest.approx(r.step_fraction * natural.x[0])
+    g = np.array([trace(fig, "gradient step (same model KL)").x[0],
+                  trace(fig, "gradient step (same model KL)").y[0]])
+    assert 0.5 * g @ plane.A @ g == pytest.approx(0.01)  # on the model ellipse
+    kl = trace(fig, "real KL̄ = δ")
+    assert kl.contours.start == kl.contours.end == 0.01
+    assert list(fig.layout.xaxis.range) == [frame.grid.a[0], frame.grid.a[-1]]
+
+
+def test_cg_view_with_and_without_the_exact_fisher(snap):
+    frame = ExplorerSession(snap).compute(snap.name, Settings(damping=0.01))
+    fig = frame_figures(frame)["cg"]
+    eig = np.asarray(trace(fig, "eigenvalues of F").y, float)
+    assert len(eig) == snap.num_params and np.nanmax(eig) == frame.exact.eigenvalues[0]
+    assert list(trace(fig, "damping λ").y) == [0.01, 0.01]
+    assert "relative error" in fig.layout.annotations[-3].text
+    no_exact = ExplorerSession(snap, exact_max_params=10).compute(snap.name, Settings())
+    fig = frame_figures(no_exact)["cg"]
+    assert len(trace(fig, "eigenvalues of F").y) == 0
+    notes = {a.name: a.text for a in fig.layout.annotations if a.name}
+    assert "exact F not formed" in notes["note"] and "small policies" in notes["panel 2"]
+
+
+def test_summary_view_states_the_numbers_of_the_report(snap):
+    report = trpo_step(snap.problem(), 0.02, 0.1)
+    fig = summary_figure(report)
+    rows = dict(zip(*trace(fig, "summary").cells.values))
+    assert rows == dict(summary_rows(report))
+    assert rows["verdict"] == "accepted" and rows["backtracks"] == str(report.backtracks)
+    assert float(rows["β = √(2δ / sᵀ(F+λI)s)"]) == pytest.approx(report.beta, rel=1e-3)
+    assert float(rows["final KL̄(π_old ‖ π_new)"]) == pytest.approx(report.kl, rel=1e-3)
+    assert float(rows["predicted improvement g·βs"]) == pytest.approx(report.predicted_improvement,
+                                                                      rel=1e-3)
+    s = report.direction
+    assert float(rows["sᵀFs"]) == pytest.approx(report.sAs - 0.1 * float(s @ s), rel=1e-3)
+    assert list(trace(fig, "δ").y) == [0.02] and list(trace(fig, "final KL̄").y) == [report.kl]
+
+
+def test_views_of_a_rejected_step_build_and_say_why():
+    torch.manual_seed(0)
+    snap = make_snapshot("CartPole-v1", **SMALL)
+    p = snap.problem()
+    zero = make_update_problem(p.policy, p.obs, p.actions, torch.zeros_like(p.advantages))
+    report = trpo_step(zero, 0.01, 0.1)
+    assert not report.accepted
+    figs = {"line_search": line_search_figure(report, problem=zero),
+            "trust_region": trust_region_figure(report, problem=zero),
+            "cg": cg_figure(report), "summary": summary_figure(report)}
+    for fig in figs.values():
+        assert "rejected" in fig.layout.title.text or "no CG solve" in fig.layout.title.text
+    assert len(trace(figs["line_search"], "real surrogate gain").x) == 0
+    assert dict(summary_rows(report))["why"].startswith("the policy gradient g is zero")
+
+
+def test_update_dicts_give_the_same_figure_as_building_it_again(snap):
+    """The explorer updates widgets in place; the result must equal the pure figure."""
+    session = ExplorerSession(snap)
+    first = frame_figures(session.compute(snap.name, Settings()))
+    later = session.compute(snap.name, Settings(max_kl=0.05, damping=1e-3, cg_iters=3))
+    fresh = frame_figures(later)
+    from trpo_lab.explore.views import frame_updates
+
+    for name, update in frame_updates(later).items():
+        patched = apply_update(go.Figure(first[name]), update)
+        assert json.loads(pio.to_json(patched)) == json.loads(pio.to_json(fresh[name])), name
+    assert math.isfinite(later.sFs)
