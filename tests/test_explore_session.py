@@ -112,7 +112,11 @@ def test_grid_is_centred_on_theta_old_and_frames_the_model(session, pendulum):
     assert grid.scale == view_scale(0.01) == pytest.approx(0.01)
     ex, ey = model_ellipse(plane, 0.01)
     assert np.abs(ex).max() < grid.a[-1] and np.abs(ey).max() < grid.b[-1]
-    assert float(plane.u @ plane.v) == pytest.approx(0, abs=1e-6)
+    # v is (F+λI)-conjugate to u, so the model ellipse is axis-aligned in (a, b)
+    assert abs(plane.A[0, 1]) < 1e-4 * np.sqrt(plane.A[0, 0] * plane.A[1, 1])
+    assert float(plane.u.norm()) == pytest.approx(1) and float(plane.v.norm()) == pytest.approx(1)
+    g = plane.g[0] * plane.u + plane.g[1] * plane.v  # the gradient lies in the plane
+    torch.testing.assert_close(g, frame.report.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_model_ellipse_is_the_quadratic_model_and_scales_with_sqrt_delta(session, pendulum):

@@ -64,36 +64,40 @@ def step_curve(problem: UpdateProblem, direction: Tensor, t: np.ndarray) -> Step
 
 @dataclass(frozen=True)
 class Plane:
-    """θ = θ_old + a·u + b·v with u = s/‖s‖ and v the unit part of g orthogonal to u."""
+    """θ = θ_old + a·u + b·v: u = s/‖s‖, and v the unit vector of the plane span{s, g} that is
+    (F + λI)-conjugate to u (Gram–Schmidt in the trust region's own metric). In these coordinates
+    the quadratic model ½cᵀAc is an axis-aligned ellipse with the natural step at its tip."""
 
     u: Tensor
     v: Tensor
     second: str  # what v was made from: "gradient", or a fallback when g ∥ s
-    A: np.ndarray  # [2, 2] Bᵀ(F + damping·I)B, B = [u v]: the damped quadratic KL model in the plane
+    A: np.ndarray  # [2, 2] Bᵀ(F + damping·I)B, B = [u v]: the damped quadratic KL model in (a, b)
     F: np.ndarray  # [2, 2] BᵀFB
-    g: np.ndarray  # [2] the gradient's coordinates (g lies in the plane unless `second` differs)
+    g: np.ndarray  # [2] the gradient's coordinates (a, b): g = a·u + b·v
     step_length: float  # ‖s‖
 
 
 def slice_plane(direction: Tensor, grad: Tensor, fvp: Callable[[Tensor], Tensor], damping: float
                 ) -> Plane:
-    """The plane through θ_old spanned by the natural direction s and the plain gradient g."""
+    """The plane through θ_old spanned by the natural direction s and the plain gradient g, with
+    g made (F + damping·I)-conjugate to s for its second axis."""
     u = direction / direction.norm()
-    fu = fvp(u)
+    au = fvp(u) + damping * u
     noise = torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=u.dtype)
     second = "gradient"
-    for label, w in (("gradient", grad), ("F·u", fu), ("random", noise)):
-        w_perp = w - (w @ u) * u  # Gram–Schmidt
-        if float(w_perp.norm()) > 1e-4 * float(w.norm()):
+    for label, w in (("gradient", grad), ("F·u", au), ("random", noise)):
+        w_conj = w - (float(au @ w) / float(au @ u)) * u  # Gram–Schmidt in the A-inner product
+        if float(w_conj.norm()) > 1e-4 * float(w.norm()):
             second = label
             break
-    v = w_perp / w_perp.norm()
-    fv = fvp(v)
-    F = np.array([[float(u @ fu), float(u @ fv)], [float(v @ fu), float(v @ fv)]])
-    F = (F + F.T) / 2
-    A = F + damping * np.eye(2)
-    return Plane(u, v, second, A, F, np.array([float(grad @ u), float(grad @ v)]),
-                 float(direction.norm()))
+    v = w_conj / w_conj.norm()
+    av = fvp(v) + damping * v
+    A = np.array([[float(u @ au), float(u @ av)], [float(v @ au), float(v @ av)]])
+    A = (A + A.T) / 2
+    gram = np.array([[1.0, float(u @ v)], [float(u @ v), 1.0]])
+    F = A - damping * gram
+    coords = np.linalg.solve(gram, [float(grad @ u), float(grad @ v)])  # g = a·u + b·v (g ∈ plane)
+    return Plane(u, v, second, A, F, coords, float(direction.norm()))
 
 
 def model_ellipse(plane: Plane, max_kl: float, points: int = 121) -> tuple[np.ndarray, np.ndarray]:

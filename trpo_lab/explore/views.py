@@ -197,8 +197,9 @@ def _trust_region_base() -> go.Figure:
 
 def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
                         problem: UpdateProblem | None = None, grid_size: int = 9) -> Update:
-    """The slice θ_old + a·ŝ + b·v̂ (v̂: the gradient's part ⊥ ŝ): contours of the real surrogate
-    gain, the real KL̄ = δ contour, the model ellipse, the gradient / natural / accepted steps."""
+    """The slice θ_old + a·ŝ + b·v̂ of the plane span{s, g} (v̂: g made (F+λI)-conjugate to ŝ, so
+    the model ellipse is axis-aligned): contours of the real surrogate gain, the real KL̄ = δ
+    contour, the model ellipse, the gradient / natural / accepted steps."""
     delta, damping = report.settings["max_kl"], report.settings["damping"]
     has_step = _has_step(report)
     if has_step and plane is None and problem is not None:
@@ -236,8 +237,8 @@ def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Gr
         "title": {"text": title if has_step else f"{title}: {verdict(report)}"},
         "xaxis": {"title": {"text": "a along ŝ = s/‖s‖ (natural direction)"},
                   "range": [float(grid.a[0]), float(grid.a[-1])] if grid is not None else None},
-        "yaxis": {"title": {"text": "b along ĝ⊥ (the gradient's part ⊥ ŝ)" if second == "gradient"
-                            else f"b along {second} ⊥ ŝ (g ∥ s here)"},
+        "yaxis": {"title": {"text": "b along v̂: g made (F+λI)-conjugate to ŝ" if second == "gradient"
+                            else f"b along {second}, (F+λI)-conjugate to ŝ (g ∥ s here)"},
                   "range": [float(grid.b[0]), float(grid.b[-1])] if grid is not None else None}}}
 
 
