@@ -144,8 +144,9 @@ def test_record_frames_matches_evaluation_and_builds_figures():
     assert episode.episode_return == returns[0] and episode.length == lengths[0]
     assert len(episode.frames) == math.ceil(episode.length / 2) + 1
     assert episode.frames[0].shape == (100, 150, 3) and episode.frames[0].dtype == np.uint8
-    anim = frames_animation(episode.frames, fps=20)
+    anim = frames_animation(episode.frames, fps=20, every=2)
     assert len(anim.frames) == len(episode.frames)
+    assert [s.label for s in anim.layout.sliders[0].steps[:3]] == ["0", "2", "4"]
     assert anim.data[0].source.startswith("data:image/png;base64,")
     assert anim.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] == 50
     strip = frames_strip(episode.frames, count=4, every=2)
@@ -156,3 +157,13 @@ def test_record_frames_matches_evaluation_and_builds_figures():
         frames_animation([])
     with pytest.raises(ValueError, match="every = 0"):
         record_frames(policy, every=0)
+
+
+def test_downsampling_keeps_thin_lines():
+    from trpo_lab.dashboard import _shrink
+
+    frame = np.full((6, 8, 3), 255, np.uint8)
+    frame[3] = 0  # a one-pixel line, like CartPole's track
+    small = _shrink(frame, 2)
+    assert small.shape == (3, 4, 3)
+    assert (small[1] == 128).all() and (small[0] == 255).all()  # striding would have dropped it

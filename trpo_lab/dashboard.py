@@ -75,8 +75,9 @@ def training_figure(runs: Mapping[str, Sequence], target_return: float | None = 
             fig.update_yaxes(type="log", row=row, col=col)
     if target_return is not None:
         fig.add_hline(y=target_return, line=dict(color="grey", dash="dot"), row=1, col=1)
-    fig.update_layout(height=height, template="plotly_white", margin=dict(t=60, b=40, l=50, r=20),
-                      legend=dict(orientation="h", y=1.06, x=0), title_text="TRPO training")
+    fig.update_layout(height=height, template="plotly_white", margin=dict(t=110, b=40, l=50, r=20),
+                      title=dict(text="TRPO training", x=0.01, y=0.99, yanchor="top"),
+                      legend=dict(orientation="h", x=0.0, y=1.04, yanchor="bottom"))
     return fig
 
 
@@ -154,7 +155,7 @@ def record_frames(policy, env_id: str = "CartPole-v1", seed: int = 0, max_steps:
     try:
         while not done and steps < max_steps:
             if steps % every == 0:
-                frames.append(np.ascontiguousarray(env.render()[::downsample, ::downsample]))
+                frames.append(_shrink(env.render(), downsample))
             x = np.asarray(obs, np.float64)[None]
             if normalizer is not None:
                 x = normalizer.normalize(x)
@@ -164,10 +165,17 @@ def record_frames(policy, env_id: str = "CartPole-v1", seed: int = 0, max_steps:
                 action = np.clip(action, env.action_space.low, env.action_space.high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total, steps, done = total + float(reward), steps + 1, terminated or truncated
-        frames.append(np.ascontiguousarray(env.render()[::downsample, ::downsample]))
+        frames.append(_shrink(env.render(), downsample))
     finally:
         env.close()
     return RenderedEpisode(frames, total, steps)
+
+
+def _shrink(frame: np.ndarray, k: int) -> np.ndarray:
+    """Average k×k blocks (a thin line stays visible, unlike with striding); crops to a multiple of k."""
+    h, w = frame.shape[0] // k * k, frame.shape[1] // k * k
+    blocks = frame[:h, :w].reshape(h // k, k, w // k, k, -1).astype(np.float32)
+    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
 
 
 def png_data_uri(frame: np.ndarray) -> str:
@@ -187,13 +195,17 @@ def png_data_uri(frame: np.ndarray) -> str:
 
 
 def _image_axes(fig) -> None:
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
+    frame = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False, showline=True, mirror=True,
+                 linecolor="#cccccc")
+    fig.update_xaxes(**frame)
+    fig.update_yaxes(**frame)
     fig.update_layout(template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
 
 
-def frames_animation(frames: Sequence[np.ndarray], fps: float = 25.0, title: str = "episode"):
-    """A Plotly animation of the frames, with play/pause buttons and a time slider."""
+def frames_animation(frames: Sequence[np.ndarray], fps: float = 25.0, title: str = "episode",
+                     every: int = 1):
+    """A Plotly animation of the frames, with play/pause buttons and a slider over the time step
+    (frames recorded every `every` steps)."""
     import plotly.graph_objects as go
 
     if not frames:
@@ -210,8 +222,8 @@ def frames_animation(frames: Sequence[np.ndarray], fps: float = 25.0, title: str
         updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.02, xanchor="left", yanchor="top",
                           buttons=[dict(label="▶ play", method="animate", args=[None, play]),
                                    dict(label="❚❚ pause", method="animate", args=[[None], stop])])],
-        sliders=[dict(x=0.2, len=0.8, y=-0.02, currentvalue=dict(prefix="frame "),
-                      steps=[dict(label=str(k), method="animate", args=[[str(k)], jump])
+        sliders=[dict(active=0, x=0.2, len=0.8, y=-0.02, currentvalue=dict(prefix="t = "),
+                      steps=[dict(label=str(k * every), method="animate", args=[[str(k)], jump])
                              for k in range(len(uris))])])
     _image_axes(fig)
     return fig

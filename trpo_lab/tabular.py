@@ -194,7 +194,7 @@ def eta_surrogate_figure(curves: dict[str, np.ndarray], show_bound: bool = False
     fig.add_trace(go.Scatter(x=np.abs(a[nz]), y=gap, mode="markers", name="|η − L|"), 1, 2)
     x = np.abs(a[nz])
     if x.size:
-        k = int(np.argmax(x))
+        k = int(np.argmin(x))  # anchor the guide where the expansion holds: the smallest step
         fig.add_trace(go.Scatter(x=np.sort(x), y=gap[k] * (np.sort(x) / x[k]) ** 2, name="∝ α²",
                                  line=dict(color="grey", dash="dot")), 1, 2)
     fig.add_vline(x=0.0, line=dict(color="grey", width=1), row=1, col=1)
