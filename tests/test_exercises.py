@@ -39,6 +39,13 @@ def test_reference_and_solutions_pass_every_check():
             assert result and result.cases >= 5
 
 
+def test_checks_leave_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    check_fisher_vector_product(solutions.fisher_vector_product, verbose=False)
+    check_line_search(solutions.line_search, verbose=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_checks_pass_on_other_seeds():
     for seed in (1, 2):
         assert check_conjugate_gradient(solutions.conjugate_gradient, seed=seed, verbose=False)
