@@ -103,6 +103,23 @@ def test_cg_catches_planted_mistakes(mistake, words):
     _fails_with(check_conjugate_gradient, lambda Av, b, iters, tol: cg(Av, b, iters, tol, **mistake), *words)
 
 
+def test_cg_explains_nan_when_convergence_is_tested_too_late():
+    def late_test(Av, b, iters=10, tol=1e-10):
+        x, r = torch.zeros_like(b), b.clone()
+        p, rr = r.clone(), r @ r
+        for _ in range(iters):
+            Ap = Av(p)
+            alpha = rr / (p @ Ap)
+            x, r = x + alpha * p, r - alpha * Ap
+            rr_new = r @ r
+            if rr_new < tol:
+                break
+            p, rr = r + (rr_new / rr) * p, rr_new
+        return x
+
+    _fails_with(check_conjugate_gradient, late_test, "NaN", "before each iteration")
+
+
 def test_cg_catches_forming_the_matrix():
     def forms_A(Av, b, iters=10, tol=1e-10):
         A = torch.stack([Av(e) for e in torch.eye(len(b), dtype=b.dtype)], 1)

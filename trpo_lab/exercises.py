@@ -176,8 +176,12 @@ def check_conjugate_gradient(student: Callable, seed: int = 0, verbose: bool = T
                 return A @ v
 
             where = f"A is {n}×{n} with eigenvalues in [{low:g}, {high:g}]"
-            zero = _as_vector(_call(student, f"b = 0 ({where})", Av, torch.zeros(n, dtype=torch.float64),
-                                    5, 1e-10), "b = 0", b, "x")
+            zero = _call(student, f"b = 0 ({where})", Av, torch.zeros(n, dtype=torch.float64), 5, 1e-10)
+            zero = getattr(zero, "x", zero)
+            if isinstance(zero, Tensor) and zero.shape == b.shape and not torch.isfinite(zero).all():
+                raise _Failed(f"with b = 0 ({where}) you returned NaN: r₀ = b = 0, so α = 0/0; test "
+                              "rᵀr < tol before each iteration, which returns x₀ = 0 at once")
+            zero = _as_vector(zero, "b = 0", b, "x")
             if zero.abs().max() > 0:
                 raise _Failed(f"with b = 0 ({where}) the answer is x = 0 but you returned ‖x‖ = "
                               f"{float(zero.norm()):.3g}: start from x₀ = 0 (not random noise), so r₀ = b")
