@@ -48,9 +48,23 @@ def test_explorer_exposes_its_wiring(explorer):
     assert (s["damping"].min, s["damping"].max) == (-4, 0)
     assert (s["cg_iters"].min, s["cg_iters"].max) == (1, 50)
     assert (s["backtrack_coef"].min, s["backtrack_coef"].max) == (0.3, 0.95)
-    assert type(explorer.figures["summary"]).__name__ == "FigureWidget"
+    from plotly.graph_objects import FigureWidget
+
+    for fig in explorer.figures.values():  # FigureWidgets that share one copy of plotly's JS bundle
+        assert isinstance(fig, FigureWidget) and fig._bundle == ""
+        assert len(fig._esm) < 5_000 and "trpo_lab.plotly_widget_bundle" in fig._esm
     assert explorer._repr_mimebundle_()  # displays as its widget
     assert summary(explorer) == explorer.summary()
+
+
+def test_one_hidden_widget_per_kernel_carries_plotlys_bundle(explorer, snapshots):
+    from trpo_lab.explore import app
+
+    assert len(app._PRELOADER) == 1
+    bundle = app._PRELOADER[0]._bundle
+    assert len(bundle) > 1_000_000 and bundle == app.plotly_widget_bundle()
+    Explorer(snapshots[0])
+    assert len(app._PRELOADER) == 1  # a second explorer does not send it again
 
 
 def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):

@@ -19,14 +19,14 @@ from .snapshots import (
     snapshot_callback,
 )
 
-__all__ = ["RANGES", "Explorer", "ExplorerSession", "Frame", "Settings", "Snapshot",
+__all__ = ["RANGES", "Explorer", "preload_plotly_widgets", "ExplorerSession", "Frame", "Settings", "Snapshot",
            "SnapshotError", "capture_snapshot", "load_snapshot", "make_snapshot",
            "snapshot_callback"]
 
 
 def __getattr__(name: str):
-    if name == "Explorer":  # ipywidgets and plotly load only when the explorer is used
-        from .app import Explorer
+    if name in ("Explorer", "preload_plotly_widgets"):  # plotly's widgets load only when used
+        from . import app
 
-        return Explorer
+        return getattr(app, name)
     raise AttributeError(f"module 'trpo_lab.explore' has no attribute {name!r}")

@@ -57,6 +57,85 @@ def import_figure_widget():
     return FigureWidget
 
 
+# Every plotly FigureWidget ships plotly's whole widget bundle (~5 MB of JavaScript, plotly.js
+# included) as its anywidget `_esm`, and the browser imports it once per figure: measured in
+# JupyterLab here, four empty FigureWidgets took ~7 s to render and one ~2.5 s. The explorer's
+# figures carry this small module instead. One hidden widget per kernel (`preload_plotly_widgets`)
+# carries the bundle's source in `_bundle`; the page imports it once, as soon as that widget's
+# model exists (no display needed), and every figure then uses it.
+SHARED_BUNDLE_ESM = """
+const KEY = Symbol.for("trpo_lab.plotly_widget_bundle");
+function plotlyWidget(model) {
+  const slot = (globalThis[KEY] ??= (() => {
+    const slot = { loading: false };
+    slot.promise = new Promise((resolve, reject) => Object.assign(slot, { resolve, reject }));
+    return slot;
+  })());
+  const source = model.get("_bundle");
+  if (!source) {
+    model.on("change:_bundle", () => plotlyWidget(model));  // the bundle may arrive later
+  } else if (!slot.loading) {
+    slot.loading = true;
+    const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+    import(url).then((module) => slot.resolve(module.default), slot.reject);
+  }
+  return slot.promise;
+}
+export default () => {
+  let inner, ready;
+  return {
+    initialize(ctx) {
+      ready = plotlyWidget(ctx.model).then((factory) => {
+        inner = factory();
+        return inner.initialize(ctx);
+      });
+      return ready;
+    },
+    async render(ctx) {
+      await ready;
+      return inner.render(ctx);
+    },
+  };
+};
+"""
+_FIGURE_CLASSES: dict[bool, type] = {}
+
+
+def shared_bundle_figure_widget(carries_bundle: bool = False) -> type:
+    """A `FigureWidget` subclass whose views share one import of plotly's widget bundle; with
+    `carries_bundle`, its initial state also holds the bundle's source (one such figure per page)."""
+    if carries_bundle not in _FIGURE_CLASSES:
+        import traitlets
+
+        FigureWidget = import_figure_widget()
+        source = plotly_widget_bundle() if carries_bundle else ""
+
+        class ExplorerFigureWidget(FigureWidget):
+            _esm = SHARED_BUNDLE_ESM
+            _bundle = traitlets.Unicode(source).tag(sync=True)
+
+        _FIGURE_CLASSES[carries_bundle] = ExplorerFigureWidget
+    return _FIGURE_CLASSES[carries_bundle]
+
+
+def plotly_widget_bundle() -> str:
+    """The source of plotly's widget bundle (what a plain `FigureWidget` sends as `_esm`)."""
+    from pathlib import Path
+
+    esm = import_figure_widget()._esm  # a Path, or anywidget's FileContents (str() is the text)
+    return esm.read_text() if isinstance(esm, Path) else str(esm)
+
+
+_PRELOADER: list = []
+
+
+def preload_plotly_widgets() -> None:
+    """Send plotly's widget bundle to the page now (once per kernel), so the browser imports it
+    while the kernel keeps working; call it early in a notebook. `Explorer` calls it too."""
+    if not _PRELOADER:
+        _PRELOADER.append(shared_bundle_figure_widget(carries_bundle=True)())
+
+
 def _clamp(name: str, value: float) -> float | int:
     lo, hi = RANGES[name]
     return type(lo)(min(max(value, lo), hi))  # a log slider may report 10**-4 as 9.999…e-05
@@ -69,12 +148,15 @@ class Explorer:
 
     `torch_threads` sets torch's intra-op threads (as `Trainer` does; None leaves them alone): one
     thread is what the latency benchmark measures, and two threads thrash on a busy 2-core machine.
+    `share_plotly_bundle` makes the four figures share one import of plotly's 5 MB widget bundle
+    in the page (see `SHARED_BUNDLE_ESM`); set it False for plain `FigureWidget`s, e.g. in a
+    frontend that renders each output in its own frame.
     """
 
     def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], *,
                  settings: Settings | None = None, snapshot: str | None = None, grid_size: int = 9,
-                 curve_points: int = 25, exact_max_params: int = 1500, torch_threads: int | None = 1):
-        FigureWidget = import_figure_widget()
+                 curve_points: int = 25, exact_max_params: int = 1500, torch_threads: int | None = 1,
+                 share_plotly_bundle: bool = True):
         import ipywidgets as W
         import torch
 
@@ -109,6 +191,11 @@ class Explorer:
             widget.add_class(f"trpo-explorer-{key}")
         self.frame: Frame = self.session.compute(name, self.settings)
         self.figures: dict[str, Any] = {}
+        if share_plotly_bundle:
+            preload_plotly_widgets()
+            FigureWidget = shared_bundle_figure_widget()
+        else:
+            FigureWidget = import_figure_widget()
         for key, fig in frame_figures(self.frame).items():
             self.figures[key] = FigureWidget(fig)
             self.figures[key].add_class(f"trpo-explorer-{key}")
