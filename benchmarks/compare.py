@@ -112,6 +112,20 @@ def checks(rows: list[dict], runs: list[dict]) -> list[str]:
     return lines
 
 
+def markdown(rows: list[dict], lines: list[str], meta: dict) -> str:
+    """The report as markdown (results/compare.md), for README.md and benchmarks/RESULTS.md."""
+    out = [f"Measured {meta['date'][:10]} on {meta['cpu']} ({meta['cores']} cores, load average "
+           f"{meta['load_average_before'][0]:.1f} before / {meta['load_average'][0]:.1f} after), "
+           f"Python {meta['python']}, torch {meta['torch']} (one thread), gymnasium {meta['gymnasium']}, "
+           f"mujoco {meta['mujoco']}, sb3-contrib {meta['sb3_contrib']}, tianshou {meta['tianshou']}. "
+           f"Means over seeds; return = deterministic, 10 episodes per seed.", ""]
+    out.append(table(rows, ["env", "lib", "seeds", "steps", "wall_s", "steps_per_s", "peak_mb",
+                            "return_mean", "returns_by_seed", "sample_s", "policy_step_s", "value_fit_s"]))
+    out += ["", table(ratios(rows), ["env", "versus", "ratio", "target", "met"], digits=3), ""]
+    out += [f"- {line}" for line in lines]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +163,7 @@ def main() -> None:
           f"after {meta['load_average']}; torch {meta['torch']}, one thread")
     save("compare_runs", runs, meta)
     save("compare", rows, {**meta, "ratios": ratios(rows), "checks": lines})
+    (RESULTS / "compare.md").write_text(markdown(rows, lines, meta))
     if not args.no_update:
         print()
         subprocess.run([sys.executable, str(HERE / "update.py")], check=True)

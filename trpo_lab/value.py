@@ -63,10 +63,14 @@ class Adam:
         self.t += 1
         step_size = self.lr / (1 - beta1**self.t)
         bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
+        # each line is the per-tensor update applied to every tensor at once (torch._foreach_*)
+        torch._foreach_lerp_(self.m, grads, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
+        torch._foreach_mul_(self.v, beta2)
+        torch._foreach_addcmul_(self.v, grads, grads, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, self.eps)  # √v / √(1 − β₂ᵗ) + ε
+        torch._foreach_addcdiv_(self.params, self.m, denom, value=-step_size)
 
     def state_dict(self) -> dict:
         return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
