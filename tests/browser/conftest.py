@@ -84,7 +84,7 @@ def browser_context():
             executable_path=CHROMIUM,
             args=CHROMIUM_ARGS,
             headless=True,
-            viewport={"width": 1280, "height": 1000},
+            viewport={"width": 1600, "height": 2200},  # tall: a whole explorer fits
         )
         browser_pid = _browser_pid(profile)
         try:

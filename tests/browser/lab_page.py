@@ -7,7 +7,6 @@ assertion about "the figure changed" is about the plotted numbers, not about pix
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -17,8 +16,7 @@ from lab_server import LabServer
 from playwright.sync_api import Locator, Page
 
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-SLIDER = f"{NOTEBOOK} .widget-slider"
-PLOT = f"{NOTEBOOK} .js-plotly-plot"
+STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
 
 # One fingerprint per Plotly figure in the open notebook: its traces' numbers and names, its annotation
 # texts and shapes; plus the text of every HTML/Label widget (summaries). Typed arrays become lists.
@@ -36,8 +34,13 @@ FINGERPRINT_JS = """(sel) => {
   return {plots, texts};
 }"""
 
-TRACE_LENGTHS_JS = """(sel) => Array.from(document.querySelectorAll(sel)).map(
-  (gd) => (gd.data || []).map((t) => (t.y ? t.y.length : 0)))"""
+# The values Plotly drew (its `_fullData`, where typed/base64 arrays are already decoded) for one
+# named trace of one figure.
+TRACE_VALUES_JS = """(q) => {
+  const gd = document.querySelector(q.figure);
+  const trace = gd && (gd._fullData || []).find((t) => t.name === q.trace);
+  return trace ? Array.from(trace[q.axis] || []) : null;
+}"""
 
 
 class NotebookError(AssertionError):
@@ -114,22 +117,36 @@ class LabNotebook:
             s["path"].endswith(self.path) and s["kernel"]["execution_state"] == "idle" for s in sessions
         )
 
-    def run_all(self) -> None:
-        """Run → Run All Cells through the menu, as a user would."""
+    def run_menu(self, item: str) -> None:
+        """Click Run → `item` in JupyterLab's menu bar, as a user would."""
         self.page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
+
+    def run_all(self) -> None:
+        """Run → Run All Cells."""
+        self.run_menu("Run All Cells")
         self.timeline.mark("run_all")
 
-    def raise_on_error(self) -> None:
-        """Fail with the traceback text if any cell output is an error."""
-        errors = self.page.locator(f"{NOTEBOOK} [data-mime-type='application/vnd.jupyter.error']")
-        if errors.count():
-            raise NotebookError("a cell raised:\n" + errors.first.inner_text()[-3000:])
+    def select_cell(self, containing: str) -> Locator:
+        """Make the code cell whose source contains `containing` the active cell (command mode)."""
+        cell = self.page.locator(f"{NOTEBOOK} .jp-CodeCell").filter(
+            has=self.page.locator(".jp-InputArea-editor", has_text=containing)
+        )
+        if cell.count() != 1:
+            raise NotebookError(f"expected one code cell containing {containing!r}, found {cell.count()}")
+        cell.locator(".jp-InputPrompt").click()
+        self.page.keyboard.press("Escape")
+        return cell
 
-    def pending_cells(self) -> int:
-        """Code cells queued or running (prompt `[*]`) or never run (empty prompt)."""
-        prompts = self.page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        return sum(1 for p in prompts if not re.search(r"\[\d+\]", p))
+    def raise_on_error(self) -> None:
+        """Fail with the traceback if a cell raised (JupyterLab shows errors as stderr text)."""
+        for text in self.page.locator(f"{NOTEBOOK} {STDERR}").all_inner_texts():
+            if "Traceback (most recent call last)" in text:
+                raise NotebookError("a cell raised:\n" + text[-3000:])
+
+    def prompts(self) -> list[str]:
+        """Each code cell's prompt: `[3]:` ran, `[*]:` queued or running, `[ ]:` not run."""
+        return self.page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
 
     def wait_until(self, condition, what: str, timeout: float, poll: float = 0.1) -> None:
         """Poll `condition()` (checking for cell errors too) until it is true or `timeout` passes."""
@@ -143,23 +160,36 @@ class LabNotebook:
                 raise NotebookError(f"timed out after {timeout} s waiting for {what}")
             self.page.wait_for_timeout(poll * 1000)
 
-    def wait_all_executed(self, timeout: float) -> None:
-        """Wait until every code cell has an execution count and the kernel is idle again."""
-        self.wait_until(
-            lambda: self.pending_cells() == 0 and self.kernel_status() == "idle",
-            "every cell to finish", timeout,
-        )  # fmt: skip
+    def wait_all_executed(self, timeout: float, every_cell: bool = True) -> None:
+        """Wait until no cell is queued or running and the kernel is idle again; with `every_cell`,
+        every code cell must then have an execution count (else Run All stopped early: fail)."""
+
+        def done() -> bool:
+            prompts = self.prompts()
+            if any("*" in p for p in prompts) or self.kernel_status() != "idle" or not self.server_idle():
+                return False
+            not_run = [i for i, p in enumerate(prompts) if not re.search(r"\[\d+\]", p)]
+            if every_cell and not_run:  # idle, nothing queued, cells without a count
+                self.raise_on_error()
+                raise NotebookError(f"the kernel is idle but code cells {not_run} did not run")
+            return True
+
+        self.wait_until(done, "the queued cells to finish", timeout)
         self.timeline.mark("all_executed")
 
     # -- widgets ---------------------------------------------------------------------------------------
-    def slider(self, label: str) -> Locator:
-        """The ipywidgets slider whose description matches the regular expression `label`."""
-        return self.page.locator(SLIDER).filter(
+    def slider(self, label: str, within: str = NOTEBOOK) -> Locator:
+        """The ipywidgets slider under `within` whose description matches the regular expression `label`."""
+        return self.page.locator(f"{within} .widget-slider").filter(
             has=self.page.locator(".widget-label", has_text=re.compile(label, re.I))
         )
 
     def slider_readout(self, slider: Locator) -> str:
         return slider.locator(".widget-readout").first.inner_text().strip()
+
+    def slider_value(self, slider: Locator) -> float:
+        """The number the slider's readout shows (e.g. "1.00e-2" → 0.01)."""
+        return float(self.slider_readout(slider))
 
     def drag_slider(self, slider: Locator, fraction: float, steps: int = 8) -> None:
         """Drag the slider's handle with the mouse to `fraction` of the track (0 = left, 1 = right)."""
@@ -183,34 +213,36 @@ class LabNotebook:
             handle.press(key)
 
     # -- figures ---------------------------------------------------------------------------------------
-    def plots(self) -> Locator:
-        return self.page.locator(PLOT)
-
-    def rendered_plots(self) -> int:
-        """Plotly figures that have been drawn (Plotly sets `_fullLayout` once it has plotted)."""
+    def rendered_plots(self, plots: str = f"{NOTEBOOK} .js-plotly-plot") -> int:
+        """Plotly graph divs matching `plots` that have been drawn (Plotly sets `_fullLayout`)."""
         return self.page.evaluate(
             "(sel) => Array.from(document.querySelectorAll(sel)).filter((gd) => gd._fullLayout).length",
-            PLOT,
+            plots,
         )
 
-    def fingerprint(self) -> dict:
-        """What the open notebook's figures plot and what its text widgets say (see FINGERPRINT_JS)."""
+    def fingerprint(self, within: str = NOTEBOOK) -> dict:
+        """What the figures under `within` plot and what its text widgets say (see FINGERPRINT_JS)."""
         return self.page.evaluate(
             FINGERPRINT_JS,
-            {"plot": PLOT, "text": f"{NOTEBOOK} .widget-html-content, {NOTEBOOK} .widget-label-basic"},
+            {
+                "plot": f"{within} .js-plotly-plot",
+                "text": f"{within} .widget-html-content, {within} .widget-label-basic",
+            },
         )
 
-    def trace_lengths(self) -> list[list[int]]:
-        """For each figure, the number of y values in each of its traces."""
-        return self.page.evaluate(TRACE_LENGTHS_JS, PLOT)
+    def trace_values(self, figure: str, trace: str, axis: str = "y") -> list | None:
+        """The values Plotly drew for trace `trace` of the graph div matching selector `figure`."""
+        return self.page.evaluate(TRACE_VALUES_JS, {"figure": figure, "trace": trace, "axis": axis})
 
-    def wait_stable(self, timeout: float, settle: int = 3, poll: float = 0.15) -> dict:
+    def wait_stable(
+        self, timeout: float, within: str = NOTEBOOK, settle: int = 3, poll: float = 0.15
+    ) -> dict:
         """Wait until the fingerprint is the same on `settle` consecutive polls; return it."""
         last, same = None, 0
         deadline = time.monotonic() + timeout
         while same < settle:
             self.raise_on_error()
-            current = self.fingerprint()
+            current = self.fingerprint(within)
             same = same + 1 if current == last else 1
             last = current
             if time.monotonic() > deadline:
@@ -218,10 +250,10 @@ class LabNotebook:
             self.page.wait_for_timeout(poll * 1000)
         return last
 
-    def wait_changed(self, before: dict, what: str, timeout: float) -> dict:
+    def wait_changed(self, before: dict, what: str, timeout: float, within: str = NOTEBOOK) -> dict:
         """Wait until the fingerprint differs from `before`, then until it settles; return it."""
-        self.wait_until(lambda: self.fingerprint() != before, what, timeout, poll=0.05)
-        return self.wait_stable(timeout)
+        self.wait_until(lambda: self.fingerprint(within) != before, what, timeout, poll=0.05)
+        return self.wait_stable(timeout, within)
 
     # -- evidence --------------------------------------------------------------------------------------
     def screenshot(self, name: str) -> Path:
@@ -241,8 +273,3 @@ class LabNotebook:
 def changed_plots(before: dict, after: dict) -> list[int]:
     """Indices of the figures whose fingerprint differs between two readings."""
     return [i for i, (a, b) in enumerate(zip(before["plots"], after["plots"], strict=False)) if a != b]
-
-
-def dump(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False))

@@ -9,6 +9,7 @@ left behind is killed by its process id.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -105,6 +106,19 @@ class LabServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
+try:  # resolved here, not in the forked child (no imports between fork and exec)
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: cleanup relies on the fixtures' teardown alone
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the test process dies, even if the test
+    process is killed outright and its cleanup never runs (the server then stops its kernels)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def kill_pids(pids: set[int], grace: float) -> None:
     """SIGTERM each still-living process in `pids`, then SIGKILL whatever outlives `grace` seconds."""
     alive = []
@@ -186,7 +200,7 @@ def start_lab_server(
             log.flush()
             process = subprocess.Popen(
                 command, cwd=root, env=server_env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         server = LabServer(process, port, token, root, log_path, tmp)
         deadline = time.monotonic() + startup_timeout

@@ -1,0 +1,116 @@
+"""The trust-region explorer in a real browser: rendered, and the δ and damping sliders redraw it.
+
+Opens notebooks/02_trust_region_explorer.ipynb in JupyterLab (Chromium), waits for an idle kernel,
+runs all cells, waits for the explorer's sliders and four Plotly figures, then drags the δ slider with
+the mouse and moves the damping slider with the keyboard. After each move the page must show the new
+value in what Plotly drew (the δ line of the line-search view) and in the summary line, and the figures
+that depend on it must have changed. One screenshot per state goes to tests/browser/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+from lab_page import NOTEBOOK, LabNotebook, changed_plots
+
+pytestmark = pytest.mark.browser
+
+EXPLORER_NOTEBOOK = "02_trust_region_explorer.ipynb"
+EXPLORER = f"{NOTEBOOK} .trpo-explorer"
+VIEWS = ("line_search", "trust_region", "cg", "summary")  # the explorer's four FigureWidgets
+INTERACTIVE_BUDGET_S = 15.0  # issue 6: notebook opened → explorer interactive, on this machine
+
+
+def view(name: str) -> str:
+    """The Plotly graph div of one view (the explorer tags each FigureWidget `trpo-explorer-<view>`)."""
+    tag = f"{EXPLORER} .trpo-explorer-{name}"
+    return f"{tag}.js-plotly-plot, {tag} .js-plotly-plot"
+
+
+def status_value(nb: LabNotebook, symbol: str) -> float:
+    """A number from the explorer's status line, e.g. `δ = 0.01 · λ = 0.1 · …` → 0.01 for "δ"."""
+    text = nb.page.locator(f"{EXPLORER} .trpo-explorer-status").inner_text()
+    match = re.search(rf"{symbol} = ([-+0-9.e]+)", text)
+    assert match, f"no '{symbol} = …' in the explorer's status line: {text!r}"
+    return float(match.group(1))
+
+
+def close(a: float, b: float) -> bool:
+    """Equal to the precision the page prints (3 significant digits)."""
+    return math.isclose(a, b, rel_tol=6e-3)
+
+
+def explorer_rendered(nb: LabNotebook) -> bool:
+    return (
+        nb.slider(r"^δ", EXPLORER).count() == 1
+        and nb.slider(r"^damping", EXPLORER).count() == 1
+        and all(nb.rendered_plots(view(name)) == 1 for name in VIEWS)
+        and nb.page.locator(f"{EXPLORER} .trpo-explorer-status").count() == 1
+    )
+
+
+def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
+    """Open `path`, run it, move δ and damping; assert the page redraws. Returns the timeline."""
+    nb.open(path)
+    nb.run_all()
+    nb.wait_until(lambda: explorer_rendered(nb), "the explorer's sliders and four figures", 60)
+    nb.timeline.mark("explorer_rendered")
+    nb.wait_all_executed(90)  # later cells may move the sliders themselves: let them finish first
+    nb.timeline.mark("explorer_interactive")
+    start = nb.wait_stable(30, EXPLORER)
+    nb.screenshot_output("0_initial", nb.page.locator(EXPLORER))
+
+    # δ: drag the handle with the mouse towards the right end of the track.
+    delta = nb.slider(r"^δ", EXPLORER)
+    delta_before = nb.slider_value(delta)
+    assert close(status_value(nb, "δ"), delta_before)
+    drag_started = nb.timeline.mark("delta_drag")
+    nb.drag_slider(delta, 0.85)
+    nb.wait_until(lambda: not close(nb.slider_value(delta), delta_before), "the δ readout to move", 10)
+    delta_after = nb.slider_value(delta)
+    nb.wait_until(
+        lambda: close(status_value(nb, "δ"), delta_after)
+        and all(close(y, delta_after) for y in nb.trace_values(view("line_search"), "δ") or [math.nan]),
+        f"the page to show δ = {delta_after}", 30,
+    )  # fmt: skip
+    nb.timeline.mark("delta_redrawn")
+    moved_delta = nb.wait_stable(30, EXPLORER)
+    nb.screenshot_output("1_delta_dragged", nb.page.locator(EXPLORER))
+    changed = {VIEWS[i] for i in changed_plots(start, moved_delta)}
+    assert {"line_search", "trust_region", "summary"} <= changed, f"δ changed only {changed}"
+
+    # damping: focus the handle and press ArrowLeft (one slider step each) three times.
+    damping = nb.slider(r"^damping", EXPLORER)
+    damping_before = nb.slider_value(damping)
+    assert close(status_value(nb, "λ"), damping_before)
+    nb.press_on_slider(damping, "ArrowLeft", 3)
+    nb.wait_until(lambda: not close(nb.slider_value(damping), damping_before), "the damping readout", 10)
+    damping_after = nb.slider_value(damping)
+    assert damping_after < damping_before
+    nb.wait_until(
+        lambda: close(status_value(nb, "λ"), damping_after), f"the page to show λ = {damping_after}", 30
+    )
+    nb.timeline.mark("damping_redrawn")
+    moved_damping = nb.wait_stable(30, EXPLORER)
+    nb.screenshot_output("2_damping_keyboard", nb.page.locator(EXPLORER))
+    changed = {VIEWS[i] for i in changed_plots(moved_delta, moved_damping)}
+    assert {"cg", "trust_region", "summary"} <= changed, f"damping changed only {changed}"
+    assert close(status_value(nb, "δ"), delta_after), "moving damping must leave δ where it was"
+
+    nb.raise_on_error()
+    marks = dict(nb.timeline.marks)
+    marks["delta_response"] = round(marks["delta_redrawn"] - drag_started, 3)
+    return marks
+
+
+def test_explorer_sliders_redraw_the_figures(notebook: LabNotebook) -> None:
+    marks = drive_explorer(notebook, EXPLORER_NOTEBOOK)
+    (notebook.shots / "timings.json").write_text(json.dumps(marks, indent=2))
+    print(f"\nexplorer timeline (s since the notebook's URL was opened): {marks}")
+    assert marks["explorer_interactive"] <= INTERACTIVE_BUDGET_S, (
+        f"notebook opened → explorer interactive took {marks['explorer_interactive']} s "
+        f"(budget {INTERACTIVE_BUDGET_S} s); timeline: {marks}"
+    )
