@@ -164,7 +164,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tuned on this lab's implementation, in the spirit of rl-baselines3-zoo's hyperparams/trpo.yml.
     "CartPole-v1": dict(
         env_id="CartPole-v1", total_steps=100_000, num_envs=8, batch_steps=2048,
-        gamma=0.99, lam=0.97, max_kl=0.01, damping=0.1, vf_epochs=5, vf_minibatch_size=128,
+        gamma=0.99, lam=0.97, max_kl=0.01, damping=0.1, vf_epochs=3, vf_minibatch_size=128,
         fvp_fraction=0.25,
     ),
     "Acrobot-v1": dict(
@@ -172,9 +172,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         gamma=0.99, lam=0.97, max_kl=0.01, normalize_obs=True,
     ),
     "Pendulum-v1": dict(
-        env_id="Pendulum-v1", total_steps=100_000, num_envs=8, batch_steps=1024,
-        gamma=0.9, lam=0.95, max_kl=0.02, normalize_obs=True, vf_epochs=10, vf_minibatch_size=128,
-        vf_lr=2e-3,
+        env_id="Pendulum-v1", total_steps=100_000, num_envs=8, batch_steps=2048,
+        gamma=0.9, lam=0.95, max_kl=0.02, normalize_obs=True, vf_epochs=10, vf_minibatch_size=256,
+        vf_lr=3e-3, fvp_fraction=0.25,
     ),
     "Hopper-v5": dict(
         env_id="Hopper-v5", total_steps=1_000_000, num_envs=8, batch_steps=2048,
