@@ -155,6 +155,20 @@ def test_set_validates_before_moving_anything(explorer):
     assert {k: w.value for k, w in explorer.sliders.items()} == values
 
 
+def test_a_browser_snapping_the_handle_to_its_grid_changes_nothing(snapshots):
+    """The browser snaps δ = 0.02 to the slider's grid (10^-1.70 = 0.01995) and sends it back."""
+    explorer = Explorer(snapshots[0], settings=Settings(max_kl=0.02, backtrack_coef=0.8))
+    n = len(explorer.updates)
+    explorer.sliders["max_kl"].value = 10 ** (round(np.log10(0.02) / 0.05) * 0.05)
+    explorer.sliders["backtrack_coef"].value = 0.30 + 50 * 0.01  # 0.8000000000000002
+    assert len(explorer.updates) == n and explorer.settings.max_kl == 0.02
+    assert explorer.settings.backtrack_coef == 0.8
+    explorer.sliders["max_kl"].value = 10 ** (round(np.log10(0.02) / 0.05) * 0.05 + 0.05)  # a step
+    assert len(explorer.updates) == n + 1 and explorer.settings.max_kl == pytest.approx(0.0224, rel=1e-2)
+    explorer.set(max_kl=0.03)  # a value set from Python is kept exactly
+    assert explorer.report.settings["max_kl"] == 0.03
+
+
 def test_explorer_starts_at_the_training_settings(snapshots):
     explorer = Explorer(snapshots[0])
     c = snapshots[0].meta["config"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 import time
 import types
@@ -141,6 +142,16 @@ def _clamp(name: str, value: float) -> float | int:
     return type(lo)(min(max(value, lo), hi))  # a log slider may report 10**-4 as 9.999…e-05
 
 
+def _same_position(slider, a: float, b: float) -> bool:
+    """Whether two values sit on the same position of `slider` (within half a step)."""
+    step = slider.step or 0.0
+    if hasattr(slider, "base"):  # FloatLogSlider: steps are in log_base(value)
+        if a <= 0 or b <= 0:
+            return a == b
+        return abs(math.log(a, slider.base) - math.log(b, slider.base)) <= step / 2 + 1e-12
+    return abs(a - b) <= step / 2 + 1e-12
+
+
 class Explorer:
     """Replay one TRPO update with live sliders: δ (1e-4…1e-1, log), damping (1e-4…1, log), CG
     iterations (1…50), backtrack coefficient (0.3…0.95), max backtracks (1…30) and a snapshot
@@ -186,6 +197,10 @@ class Explorer:
             "snapshot": W.Dropdown(options=self.session.names, value=name, style=style,
                                    layout=layout),
         }
+        # Values set from Python (the training run's δ = 0.02, say) need not lie on a slider's grid;
+        # the browser snaps the handle to its grid and sends the snapped value back. A value on the
+        # same slider position as the one set from Python means that value (see `settings`).
+        self._exact: dict[str, float] = {k: getattr(settings, k) for k in RANGES}
         for key, widget in self.sliders.items():
             widget.description = LABELS[key]
             widget.add_class(f"trpo-explorer-{key}")
@@ -217,8 +232,14 @@ class Explorer:
     # ── state ──
     @property
     def settings(self) -> Settings:
-        """The `trpo_step` arguments the sliders show now."""
-        return Settings(**{k: _clamp(k, self.sliders[k].value) for k in RANGES}, cg_tol=self._cg_tol)
+        """The `trpo_step` arguments the sliders show now (a slider left on the position of a value
+        set from Python gives that exact value, not the grid point the browser snapped it to)."""
+        values = {}
+        for k in RANGES:
+            value, exact = self.sliders[k].value, self._exact.get(k)
+            same = exact is not None and _same_position(self.sliders[k], value, exact)
+            values[k] = exact if same else _clamp(k, value)
+        return Settings(**values, cg_tol=self._cg_tol)
 
     @property
     def report(self):
@@ -231,8 +252,12 @@ class Explorer:
 
     # ── wiring ──
     def _on_change(self, change: dict) -> None:
-        if not self._holding:
-            self.update()
+        if self._holding:
+            return
+        if (self.sliders["snapshot"].value == self.frame.snapshot
+                and self.settings == self.frame.settings):
+            return  # e.g. the browser snapped a handle to its grid: nothing to recompute
+        self.update()
 
     def set(self, **values: Any) -> Frame:
         """Move several sliders (names as in `sliders`) and update once. Values are validated
@@ -248,6 +273,8 @@ class Explorer:
         try:
             for key, value in values.items():
                 self.sliders[key].value = value
+                if key in RANGES:
+                    self._exact[key] = value
         finally:
             self._holding = False
         return self.update()
