@@ -191,6 +191,13 @@ class LabNotebook:
         """The number the slider's readout shows (e.g. "1.00e-2" → 0.01)."""
         return float(self.slider_readout(slider))
 
+    def slider_fraction(self, slider: Locator) -> float:
+        """Where the slider's handle sits along its track (0 = left end, 1 = right end)."""
+        hb = slider.locator(".noUi-handle").first.bounding_box()
+        tb = slider.locator(".noUi-base").first.bounding_box()
+        assert hb and tb, "slider is not laid out"
+        return (hb["x"] + hb["width"] / 2 - tb["x"]) / tb["width"]
+
     def drag_slider(self, slider: Locator, fraction: float, steps: int = 8) -> None:
         """Drag the slider's handle with the mouse to `fraction` of the track (0 = left, 1 = right)."""
         handle = slider.locator(".noUi-handle").first

@@ -63,12 +63,13 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     start = nb.wait_stable(30, EXPLORER)
     nb.screenshot_output("0_initial", nb.page.locator(EXPLORER))
 
-    # δ: drag the handle with the mouse towards the right end of the track.
+    # δ: drag the handle with the mouse to the far side of the track from where it is.
     delta = nb.slider(r"^δ", EXPLORER)
     delta_before = nb.slider_value(delta)
     assert close(status_value(nb, "δ"), delta_before)
+    target = 0.15 if nb.slider_fraction(delta) > 0.5 else 0.85
     drag_started = nb.timeline.mark("delta_drag")
-    nb.drag_slider(delta, 0.85)
+    nb.drag_slider(delta, target)
     nb.wait_until(lambda: not close(nb.slider_value(delta), delta_before), "the δ readout to move", 10)
     delta_after = nb.slider_value(delta)
     nb.wait_until(
@@ -82,20 +83,22 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     changed = {VIEWS[i] for i in changed_plots(start, moved_delta)}
     assert {"line_search", "trust_region", "summary"} <= changed, f"δ changed only {changed}"
 
-    # damping: focus the handle and press ArrowLeft (one slider step each) three times.
+    # damping: focus the handle and press an arrow key (one slider step each) three times, away from
+    # the nearer end of the track.
     damping = nb.slider(r"^damping", EXPLORER)
     damping_before = nb.slider_value(damping)
     assert close(status_value(nb, "λ"), damping_before)
-    nb.press_on_slider(damping, "ArrowLeft", 3)
+    key = "ArrowLeft" if nb.slider_fraction(damping) > 0.5 else "ArrowRight"
+    nb.press_on_slider(damping, key, 3)
     nb.wait_until(lambda: not close(nb.slider_value(damping), damping_before), "the damping readout", 10)
     damping_after = nb.slider_value(damping)
-    assert damping_after < damping_before
+    assert (damping_after < damping_before) == (key == "ArrowLeft")
     nb.wait_until(
         lambda: close(status_value(nb, "λ"), damping_after), f"the page to show λ = {damping_after}", 30
     )
     nb.timeline.mark("damping_redrawn")
     moved_damping = nb.wait_stable(30, EXPLORER)
-    nb.screenshot_output("2_damping_keyboard", nb.page.locator(EXPLORER))
+    nb.screenshot_output("2_damping_keys", nb.page.locator(EXPLORER))
     changed = {VIEWS[i] for i in changed_plots(moved_delta, moved_damping)}
     assert {"cg", "trust_region", "summary"} <= changed, f"damping changed only {changed}"
     assert close(status_value(nb, "δ"), delta_after), "moving damping must leave δ where it was"
