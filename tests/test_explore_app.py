@@ -176,3 +176,32 @@ def test_explorer_starts_at_the_training_settings(snapshots):
     assert explorer.report.summary() == snapshots[0].meta["training_step"]
     with pytest.raises(ValueError, match="settings = .* is not allowed"):
         Explorer(snapshots[0], settings={"max_kl": 0.01})
+
+
+def _fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_importing_the_explorer_package_stays_light():
+    out = _fresh_python(
+        "import sys, trpo_lab.explore\n"
+        "print(sorted(m for m in ('ipywidgets', 'plotly.basewidget', 'anywidget', 'nbformat')"
+        " if m in sys.modules))")
+    assert out.strip() == "[]"
+
+
+def test_figure_widget_import_defers_rfc3987_but_iri_checks_still_work():
+    out = _fresh_python(
+        "import sys\n"
+        "from trpo_lab.explore.app import import_figure_widget\n"
+        "import_figure_widget()\n"
+        "print('lark' in sys.modules)\n"
+        "from jsonschema import FormatChecker\n"
+        "print(FormatChecker().conforms('http://a.b/ä', 'iri'), FormatChecker().conforms('no iri', 'iri'))\n"
+        "print('lark' in sys.modules)")
+    assert out.split() == ["False", "True", "False", "True"]
