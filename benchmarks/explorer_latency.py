@@ -1,10 +1,12 @@
 """Explorer latency: from setting a slider's value to the four figures being updated.
 
 Headless and on one torch thread: an `Explorer` on a 2,048-sample Pendulum-v1 snapshot with a 64×64
-Gaussian policy (4,482 parameters). Each sample sets one slider's `value` (the trait the widgets
-observe) and times until the observer has returned, i.e. `trpo_step` has re-run and every affected
-`FigureWidget` has been updated in place and its state serialised for the frontend (ipywidgets'
-`DummyComm` stands in for a kernel's comm, so the browser's own redraw is not included).
+Gaussian policy (4,482 parameters), Fisher-vector products on the whole batch (`--fvp-fraction 1`,
+the costliest case; the Pendulum-v1 preset trains with 0.25). Each sample sets one slider's `value`
+(the trait the widgets observe) and times until the observer has returned, i.e. `trpo_step` has
+re-run and every affected `FigureWidget` has been updated in place and its state serialised for the
+frontend (ipywidgets' `DummyComm` stands in for a kernel's comm, so the browser's own redraw is not
+included).
 
 Sliders are dragged step by step, like a hand would: δ down and up its whole range (1e-4…1e-1 in
 slider steps of 10^0.05), damping once across 1e-4…1 (every value new, so every sample solves CG
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-steps", type=int, default=2048)
+    parser.add_argument("--fvp-fraction", type=float, default=1.0,
+                        help="Fisher subsample of the snapshot (1: all rows, the costliest CG; the "
+                             "Pendulum-v1 preset trains with 0.25)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     from trpo_lab.explore import Explorer, make_snapshot
 
     snapshot = make_snapshot("Pendulum-v1", seed=args.seed, batch_steps=args.batch_steps,
-                             hidden_sizes=(64, 64))
+                             hidden_sizes=(64, 64), fvp_fraction=args.fvp_fraction)
     t1 = time.perf_counter()
     torch.set_num_threads(1)
     explorer = Explorer(snapshot)
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "torch_threads": torch.get_num_threads(),
                     "load_average_before": load_before, "load_average_after": load_after},
         "snapshot": {"env_id": "Pendulum-v1", "seed": args.seed, "batch": snapshot.batch_size,
-                     "hidden_sizes": [64, 64], "params": snapshot.num_params},
+                     "hidden_sizes": [64, 64], "params": snapshot.num_params,
+                     "fvp_fraction": args.fvp_fraction},
         "explorer": {"grid_size": explorer.session.grid_size,
                      "curve_points": explorer.session.curve_points, "comm": comm},
         "setup_seconds": {"snapshot": t1 - t0, "explorer": t2 - t1},
@@ -121,8 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
         "latency": table,
         "meets_targets": {k: table[k]["median_ms"] <= v for k, v in TARGETS_MS.items()},
     }
-    print(f"explorer latency · Pendulum-v1 snapshot, batch {snapshot.batch_size}, 64×64 policy "
-          f"({snapshot.num_params} params), 1 torch thread, headless ({comm})")
+    print(f"explorer latency · Pendulum-v1 snapshot, batch {snapshot.batch_size} (Fisher on "
+          f"{args.fvp_fraction:g} of it), 64×64 policy ({snapshot.num_params} params), 1 torch "
+          f"thread, headless ({comm})")
     print(f"{'slider':<16}{'n':>5}{'median ms':>12}{'p90 ms':>10}{'max ms':>10}{'target':>10}")
     for name, s in table.items():
         target = f"≤ {TARGETS_MS[name]:.0f}" if name in TARGETS_MS else ""

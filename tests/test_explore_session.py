@@ -106,9 +106,10 @@ def test_curve_passes_through_the_trials_and_starts_at_zero(session, cartpole):
 def test_grid_is_centred_on_theta_old_and_frames_the_model(session, pendulum):
     frame = session.compute(pendulum.name, Settings(max_kl=0.01))
     grid, plane = frame.grid, frame.plane
-    mid = len(grid.a) // 2
-    assert grid.a[mid] == 0 and grid.b[mid] == 0
-    assert grid.gain[mid, mid] == 0 and grid.kl[mid, mid] == 0
+    ma, mb = len(grid.a) // 2, len(grid.b) // 2
+    assert (len(grid.a), len(grid.b)) == (9, 7) and grid.gain.shape == (7, 9)
+    assert grid.a[ma] == 0 and grid.b[mb] == 0
+    assert grid.gain[mb, ma] == 0 and grid.kl[mb, ma] == 0
     assert grid.scale == view_scale(0.01) == pytest.approx(0.01)
     ex, ey = model_ellipse(plane, 0.01)
     assert np.abs(ex).max() < grid.a[-1] and np.abs(ey).max() < grid.b[-1]
@@ -169,6 +170,8 @@ def test_session_validation(cartpole):
         ExplorerSession([])
     with pytest.raises(ValueError, match="grid_size = 2 is not allowed"):
         ExplorerSession(cartpole, grid_size=2)
+    with pytest.raises(ValueError, match=r"grid_size = \(9, 1\) is not allowed"):
+        ExplorerSession(cartpole, grid_size=(9, 1))
     session = ExplorerSession(cartpole)
     with pytest.raises(ValueError, match="snapshot = 'nope' is not known"):
         session.compute("nope", Settings())

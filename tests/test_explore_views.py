@@ -50,7 +50,7 @@ def test_each_view_builds_from_a_report_and_its_problem(snap):
         assert isinstance(fig, go.Figure), name
         assert fig.layout.title.text, name
     assert len(trace(figs["line_search"], "real surrogate gain").x) > 10
-    assert np.asarray(trace(figs["trust_region"], "surrogate gain").z).shape == (9, 9)
+    assert np.asarray(trace(figs["trust_region"], "surrogate gain").z).shape == (7, 9)  # b × a
     assert list(trace(figs["cg"], "CG residual ‖r_k‖").y) == report.cg.residual_norms
 
 

@@ -18,6 +18,7 @@ import time
 import types
 from typing import Any
 
+from .landscape import GRID
 from .session import RANGES, ExplorerSession, Frame, Settings
 from .snapshots import Snapshot
 from .views import apply_update, frame_figures, frame_updates, summary_rows, verdict
@@ -165,7 +166,8 @@ class Explorer:
     """
 
     def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], *,
-                 settings: Settings | None = None, snapshot: str | None = None, grid_size: int = 9,
+                 settings: Settings | None = None, snapshot: str | None = None,
+                 grid_size: int | tuple[int, int] = GRID,
                  curve_points: int = 25, exact_max_params: int = 1500, torch_threads: int | None = 1,
                  share_plotly_bundle: bool = True):
         import ipywidgets as W

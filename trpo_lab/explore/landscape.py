@@ -131,16 +131,30 @@ class Grid:
     scale: float  # the δ the window was framed for
 
 
-def slice_grid(problem: UpdateProblem, plane: Plane, scale: float, size: int = 9,
-               pad: float = 1.7) -> Grid:
-    """Evaluate the slice on size×size points covering `pad` × the model ellipse at δ = `scale`."""
+GRID = (9, 7)  # default slice grid: 9 points along ŝ (a) × 7 along v̂ (b), 63 forward passes
+
+
+def grid_shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(points along a, points along b) from an int n (n × n) or a pair."""
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    if len(shape) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 3
+                                  for n in shape):
+        raise ValueError(f"grid_size = {size!r} is not allowed: an integer ≥ 3 or a pair of them")
+    return shape  # type: ignore[return-value]
+
+
+def slice_grid(problem: UpdateProblem, plane: Plane, scale: float,
+               size: int | tuple[int, int] = GRID, pad: float = 1.7) -> Grid:
+    """Evaluate the slice on a grid covering `pad` × the model ellipse's bounding box at δ = `scale`
+    (odd sizes put θ_old itself on the grid)."""
+    na, nb = grid_shape(size)
     half = pad * np.sqrt(2 * scale * np.diag(np.linalg.inv(plane.A)))  # ellipse bounding box × pad
-    a, b = np.linspace(-half[0], half[0], size), np.linspace(-half[1], half[1], size)
+    a, b = np.linspace(-half[0], half[0], na), np.linspace(-half[1], half[1], nb)
     A, B = np.meshgrid(a, b)
     coef = torch.as_tensor(np.stack([A.ravel(), B.ravel()], 1), dtype=plane.u.dtype)
     thetas = problem.theta_old + coef[:, :1] * plane.u + coef[:, 1:] * plane.v
     gain, kl = evaluate_at(problem, thetas)
-    return Grid(a, b, gain.reshape(size, size), kl.reshape(size, size), scale)
+    return Grid(a, b, gain.reshape(nb, na), kl.reshape(nb, na), scale)
 
 
 # ───────────────────────────── the exact Fisher (small policies) ─────────────────────────────

@@ -22,6 +22,7 @@ import numpy as np
 from ..trust_region import StepCache, StepReport, fisher_operator, trpo_step
 from .landscape import (
     DELTA_RANGE,
+    GRID,
     ExactFisher,
     Grid,
     Plane,
@@ -31,6 +32,7 @@ from .landscape import (
     curve_coefficients,
     exact_direction,
     exact_fisher,
+    grid_shape,
     natural_direction,
     slice_grid,
     slice_plane,
@@ -135,7 +137,8 @@ def _remember(store: dict, key, value, limit: int = 128):
 class ExplorerSession:
     """Snapshots by name, their caches, and `compute(name, settings) -> Frame`."""
 
-    def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot], grid_size: int = 9,
+    def __init__(self, snapshots: Snapshot | list[Snapshot] | dict[str, Snapshot],
+                 grid_size: int | tuple[int, int] = GRID,
                  curve_points: int = 25, exact_max_params: int = 1500):
         if isinstance(snapshots, Snapshot):
             snapshots = [snapshots]
@@ -144,7 +147,8 @@ class ExplorerSession:
         if not snapshots or not all(isinstance(s, Snapshot) for s in snapshots.values()):
             raise ValueError(f"snapshots = {snapshots!r} is not allowed: give one or more Snapshot "
                              "objects (e.g. make_snapshot('CartPole-v1'))")
-        for name, value, lo in (("grid_size", grid_size, 3), ("curve_points", curve_points, 8),
+        grid_size = grid_shape(grid_size)
+        for name, value, lo in (("curve_points", curve_points, 8),
                                 ("exact_max_params", exact_max_params, 0)):
             if not (isinstance(value, int) and value >= lo):
                 raise ValueError(f"{name} = {value!r} is not allowed: must be an integer ≥ {lo}")

@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 
 from ..trust_region import StepReport, UpdateProblem, fisher_operator
 from .landscape import (
+    GRID,
     Grid,
     Plane,
     StepCurve,
@@ -196,7 +197,8 @@ def _trust_region_base() -> go.Figure:
 
 
 def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
-                        problem: UpdateProblem | None = None, grid_size: int = 9) -> Update:
+                        problem: UpdateProblem | None = None, grid_size: int | tuple[int, int] = GRID
+                        ) -> Update:
     """The slice θ_old + a·ŝ + b·v̂ of the plane span{s, g} (v̂: g made (F+λI)-conjugate to ŝ, so
     the model ellipse is axis-aligned): contours of the real surrogate gain, the real KL̄ = δ
     contour, the model ellipse, the gradient / natural / accepted steps."""
@@ -243,7 +245,8 @@ def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Gr
 
 
 def trust_region_figure(report: StepReport, plane: Plane | None = None, grid: Grid | None = None,
-                        problem: UpdateProblem | None = None, grid_size: int = 9) -> go.Figure:
+                        problem: UpdateProblem | None = None, grid_size: int | tuple[int, int] = GRID
+                        ) -> go.Figure:
     """View 2; pass `problem` to compute the plane and grid (or give them, e.g. from a `Frame`)."""
     return apply_update(_trust_region_base(),
                         trust_region_update(report, plane, grid, problem, grid_size))
