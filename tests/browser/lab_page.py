@@ -18,8 +18,8 @@ from playwright.sync_api import Locator, Page
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
 
-# One fingerprint per Plotly figure in the open notebook: its traces' numbers and names, its annotation
-# texts and shapes; plus the text of every HTML/Label widget (summaries). Typed arrays become lists.
+# One fingerprint per Plotly graph div matching `sel.plot`: its traces' numbers and names, its annotation
+# texts and shapes; plus the text of every element matching `sel.text` (HTML/Label widgets: summaries).
 FINGERPRINT_JS = """(sel) => {
   const plain = (v) => (v && ArrayBuffer.isView(v)) ? Array.from(v)
       : (v && typeof v === 'object' && 'bdata' in v) ? v.bdata : v;
@@ -30,7 +30,7 @@ FINGERPRINT_JS = """(sel) => {
     shapes: ((gd.layout || {}).shapes || []).map((s) => [s.x0, s.x1, s.y0, s.y1]),
     title: (((gd.layout || {}).title) || {}).text,
   }));
-  const texts = Array.from(document.querySelectorAll(sel.text)).map((e) => e.innerText);
+  const texts = sel.text ? Array.from(document.querySelectorAll(sel.text)).map((e) => e.innerText) : [];
   return {plots, texts};
 }"""
 
@@ -237,6 +237,10 @@ class LabNotebook:
             },
         )
 
+    def figure_fingerprint(self, figure: str) -> list[str]:
+        """What the graph div(s) matching selector `figure` plot (see FINGERPRINT_JS)."""
+        return self.page.evaluate(FINGERPRINT_JS, {"plot": figure, "text": ""})["plots"]
+
     def trace_values(self, figure: str, trace: str, axis: str = "y") -> list | None:
         """The values Plotly drew for trace `trace` of the graph div matching selector `figure`."""
         return self.page.evaluate(TRACE_VALUES_JS, {"figure": figure, "trace": trace, "axis": axis})
@@ -257,11 +261,6 @@ class LabNotebook:
             self.page.wait_for_timeout(poll * 1000)
         return last
 
-    def wait_changed(self, before: dict, what: str, timeout: float, within: str = NOTEBOOK) -> dict:
-        """Wait until the fingerprint differs from `before`, then until it settles; return it."""
-        self.wait_until(lambda: self.fingerprint(within) != before, what, timeout, poll=0.05)
-        return self.wait_stable(timeout, within)
-
     # -- evidence --------------------------------------------------------------------------------------
     def screenshot(self, name: str) -> Path:
         self.shots.mkdir(parents=True, exist_ok=True)
@@ -275,8 +274,3 @@ class LabNotebook:
         path = self.shots / f"{name}.png"
         locator.screenshot(path=str(path))
         return path
-
-
-def changed_plots(before: dict, after: dict) -> list[int]:
-    """Indices of the figures whose fingerprint differs between two readings."""
-    return [i for i, (a, b) in enumerate(zip(before["plots"], after["plots"], strict=False)) if a != b]
