@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from lab_page import LabNotebook
 from lab_server import LabServer, kill_pids, start_lab_server, stop_lab_server
@@ -98,8 +99,6 @@ def browser_context():
 
 def _browser_pid(profile: str) -> int | None:
     """The pid of the Chromium whose command line names our profile dir (for a last-resort kill)."""
-    import psutil
-
     for process in psutil.Process().children(recursive=True):
         try:
             if any(profile in part for part in process.cmdline()) and "--type=" not in " ".join(
