@@ -74,6 +74,9 @@ def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
         update = explorer.updates[-1]
         assert set(update["views"]) == {"line_search", "trust_region", "summary"}
         assert "cg_solve" not in update["work"]
+        # the CG view keeps its data (s does not depend on δ) and says so in its title
+        assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) == cg_before
+        assert f"the same s for every δ (now {delta:.3g})" in explorer.figures["cg"].layout.title.text
         assert list(data(explorer, "line_search", "δ").y) == [delta, delta]
         accepted = data(explorer, "line_search", "accepted trial (KL)").y
         assert len(accepted) == 1 and accepted[0] <= delta  # the accepted KL never exceeds δ

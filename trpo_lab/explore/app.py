@@ -4,7 +4,7 @@ updated in place.
 Wiring only: every slider observes its `"value"` trait and calls `Explorer.update`, which asks the
 `ExplorerSession` for a new `Frame` (it re-runs `trpo_step` with a `StepCache` and recomputes only
 what the change needs) and writes the views' update dicts into the figures inside `batch_update`.
-δ and the line-search sliders leave the CG view alone; damping, CG iterations and the snapshot
+δ and the line-search sliders leave the CG view's data alone (only its title follows δ); damping, CG iterations and the snapshot
 redraw all four. `Explorer.sliders` and `Explorer.figures` expose the wiring for tests.
 """
 
@@ -21,7 +21,8 @@ from typing import Any
 from .landscape import GRID
 from .session import RANGES, ExplorerSession, Frame, Settings
 from .snapshots import Snapshot
-from .views import apply_update, frame_figures, frame_updates, summary_rows, verdict
+from .views import (apply_update, cg_title_update, frame_figures, frame_updates, summary_rows,
+                    verdict)
 
 LABELS = {"max_kl": "δ (max KL)", "damping": "damping λ", "cg_iters": "CG iterations",
           "backtrack_coef": "backtrack coef", "backtrack_iters": "max backtracks",
@@ -295,6 +296,8 @@ class Explorer:
         views = FIXED_DIRECTION if same_direction else tuple(self.figures)
         for key, update in frame_updates(frame, views).items():
             apply_update(self.figures[key], update)
+        if same_direction:  # the CG solve is unchanged: only its title follows δ
+            apply_update(self.figures["cg"], cg_title_update(frame.report))
         self.frame = frame
         self.status.value = self._status_html()
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}

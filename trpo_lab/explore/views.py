@@ -284,8 +284,7 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
               ) -> Update:
     """‖r_k‖ per CG iteration; with the exact F: ‖x_k − x*‖/‖x*‖ and F's eigenvalues vs λ."""
     damping, tol = report.settings["damping"], report.settings["cg_tol"]
-    cg = report.cg
-    norms = cg.residual_norms if cg is not None else NONE
+    norms = report.cg.residual_norms if report.cg is not None else NONE
     traces = {"CG residual ‖r_k‖": dict(x=list(range(len(norms))), y=norms),
               "stop: ‖r‖² < cg_tol": dict(x=[0, max(len(norms) - 1, 1)], y=[math.sqrt(tol)] * 2)}
     if exact is not None:
@@ -304,10 +303,18 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
             traces[name] = dict(x=NONE, y=NONE)
         note = exact_note or "exact comparison not computed"
     panel = "" if exact is not None else "needs the exact F<br>(small policies only)"
-    stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
     return {"traces": traces, "notes": {"note": note, "panel 2": panel, "panel 3": panel},
-            "layout": {"title": {"text": (
-        f"Conjugate gradient · λ = {damping:.3g}, cg_iters = {report.settings['cg_iters']}: {stop}")}}}
+            **cg_title_update(report)}
+
+
+def cg_title_update(report: StepReport) -> Update:
+    """The CG view's title: the solve's settings and outcome, and the δ it is being used with.
+    s = (F + λI)⁻¹g does not depend on δ or the line search, so a δ move changes only this title."""
+    cg, st = report.cg, report.settings
+    stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
+    return {"layout": {"title": {"text": (
+        f"Conjugate gradient · λ = {st['damping']:.3g}, cg_iters = {st['cg_iters']}: {stop} "
+        f"· the same s for every δ (now {st['max_kl']:.3g})")}}}
 
 
 def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
