@@ -75,6 +75,7 @@ def run_trpo_lab(env_id: str, seed: int, steps: int) -> dict:
 def run_sb3(env_id: str, seed: int, steps: int) -> dict:
     from sb3_contrib import TRPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecNormalize
 
     hp = dict(SB3_ZOO[env_id])
@@ -84,6 +85,7 @@ def run_sb3(env_id: str, seed: int, steps: int) -> dict:
     if normalize:
         env = VecNormalize(env, gamma=hp["gamma"])
     model = TRPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-<date> folder in /tmp per run
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - start
     if normalize:
