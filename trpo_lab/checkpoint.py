@@ -91,23 +91,32 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def read_versioned(path: str | os.PathLike, fmt: str, version: int, what: str,
+                   error: type[Exception], weights_only: bool) -> dict:
+    """Load a torch file that trpo_lab wrote with a {"format": fmt, "version": version} header.
+    A missing, damaged or foreign file, or another version, raises `error` naming file and fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:
+        raise error(f"{str(path)!r} is not a readable trpo_lab {what} "
+                    f"(damaged or of another format): {e}") from e
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise error(f"{str(path)!r} is not a trpo_lab {what} (no '{fmt}' header)")
+    if state.get("version") != version:
+        raise error(f"{str(path)!r} has {what} version {state.get('version')!r}; "
+                    f"this trpo_lab reads version {version}")
+    return state
+
+
 def _read(path: str | os.PathLike) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{str(path)!r} is not a readable trpo_lab checkpoint "
-                              f"(damaged or of another format): {e}") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a trpo_lab checkpoint (no '{FORMAT}' header)")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{str(path)!r} has checkpoint version {state.get('version')!r}; "
-                              f"this trpo_lab reads version {VERSION}")
-    return state
+    # weights_only=False: the environments are pickled whole
+    return read_versioned(path, FORMAT, VERSION, "checkpoint", CheckpointError, weights_only=False)
 
 
 def load_agent(path: str | os.PathLike) -> tuple[Policy, RunningMeanStd | None, TRPOConfig]:

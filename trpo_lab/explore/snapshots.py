@@ -97,19 +97,9 @@ class Snapshot:
 
 def load_snapshot(path: str | os.PathLike) -> Snapshot:
     """Read a snapshot written by `Snapshot.save` (safe: `torch.load(weights_only=True)`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SnapshotError(f"snapshot file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SnapshotError(f"{str(path)!r} is not a readable trpo_lab snapshot (damaged or of "
-                            f"another format): {e}") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SnapshotError(f"{str(path)!r} is not a trpo_lab snapshot (no '{FORMAT}' header)")
-    if state.get("version") != VERSION:
-        raise SnapshotError(f"{str(path)!r} has snapshot version {state.get('version')!r}; this "
-                            f"trpo_lab reads version {VERSION}")
+    from ..checkpoint import read_versioned
+
+    state = read_versioned(path, FORMAT, VERSION, "snapshot", SnapshotError, weights_only=True)
     snap = Snapshot(state["name"], PolicySpec.from_dict(state["spec"]),
                     *(state[k] for k in TENSORS[:4]), tuple(state["old_params"]),
                     state["old_log_prob"], state["fvp_rows"], state["meta"])
