@@ -131,7 +131,9 @@ def test_backtracking_sliders_change_the_trials(explorer, snapshots):
         list(data(explorer, "line_search", "accepted trial").x)
     assert sorted(fractions, reverse=True) == [0.5**k for k in range(len(fractions))]
     assert "cg_solve" not in explorer.updates[-1]["work"]
+    assert "coef 0.5, ≤ 10 trials" in explorer.figures["cg"].layout.title.text  # every view answers
     explorer.sliders["backtrack_iters"].value = 1
+    assert "≤ 1 trials" in explorer.figures["cg"].layout.title.text
     assert summary(explorer)["verdict"] == "rejected"
     assert len(data(explorer, "line_search", "accepted trial").x) == 0
     assert data(explorer, "trust_region", "accepted step").x[0] == 0  # θ stays at θ_old

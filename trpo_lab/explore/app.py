@@ -296,7 +296,7 @@ class Explorer:
         views = FIXED_DIRECTION if same_direction else tuple(self.figures)
         for key, update in frame_updates(frame, views).items():
             apply_update(self.figures[key], update)
-        if same_direction:  # the CG solve is unchanged: only its title follows δ
+        if same_direction:  # the CG solve is unchanged: only its title follows δ and the line search
             apply_update(self.figures["cg"], cg_title_update(frame.report))
         self.frame = frame
         self.status.value = self._status_html()

@@ -308,13 +308,14 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
 
 
 def cg_title_update(report: StepReport) -> Update:
-    """The CG view's title: the solve's settings and outcome, and the δ it is being used with.
-    s = (F + λI)⁻¹g does not depend on δ or the line search, so a δ move changes only this title."""
+    """The CG view's title: the solve's settings and outcome, and the δ and line search it serves.
+    s = (F + λI)⁻¹g depends on neither, so moving δ or a line-search slider changes only this title."""
     cg, st = report.cg, report.settings
     stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
     return {"layout": {"title": {"text": (
         f"Conjugate gradient · λ = {st['damping']:.3g}, cg_iters = {st['cg_iters']}: {stop} "
-        f"· the same s for every δ (now {st['max_kl']:.3g})")}}}
+        f"· the same s for every δ (now {st['max_kl']:.3g}) and line search (coef "
+        f"{st['backtrack_coef']:.3g}, ≤ {st['backtrack_iters']} trials)")}}}
 
 
 def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
