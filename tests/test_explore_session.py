@@ -15,15 +15,6 @@ from trpo_lab.explore.landscape import evaluate_at, model_ellipse, view_scale
 SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as the explorer is benchmarked (two threads thrash on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cartpole():
     return make_snapshot("CartPole-v1", **SMALL)

@@ -18,13 +18,6 @@ from trpo_lab.explore import (
 SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as the explorer is benchmarked (two threads thrash on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 FIELDS = ("theta_old", "obs", "actions", "advantages", "old_log_prob", "fvp_rows")
 
 

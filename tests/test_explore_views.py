@@ -27,14 +27,6 @@ from trpo_lab.explore.views import (
 SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=["CartPole-v1", "Pendulum-v1"])
 def snap(request):
     return make_snapshot(request.param, **SMALL)
