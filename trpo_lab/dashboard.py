@@ -146,29 +146,22 @@ def record_frames(policy, env_id: str = "CartPole-v1", seed: int = 0, max_steps:
     import gymnasium as gym
     import torch
 
+    from .rollout import run_episode
+
     if every < 1 or downsample < 1 or max_steps < 1:
         raise ValueError(f"every = {every}, downsample = {downsample}, max_steps = {max_steps}: "
                          "all must be ≥ 1")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env = gym.make(env_id, render_mode="rgb_array")
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    dtype = next(policy.parameters()).dtype
-    generator = torch.Generator().manual_seed(seed)
-    obs, _ = env.reset(seed=seed)
-    frames, total, steps, done = [], 0.0, 0, False
+    frames: list[np.ndarray] = []
+
+    def render(t: int) -> None:
+        if t % every == 0:
+            frames.append(_shrink(env.render(), downsample))
+
     try:
-        while not done and steps < max_steps:
-            if steps % every == 0:
-                frames.append(_shrink(env.render(), downsample))
-            x = np.asarray(obs, np.float64)[None]
-            if normalizer is not None:
-                x = normalizer.normalize(x)
-            with torch.no_grad():
-                action = policy.sample(torch.as_tensor(x, dtype=dtype), generator, deterministic)[0].numpy()
-            if not discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        total, steps = run_episode(policy, env, seed, torch.Generator().manual_seed(seed), normalizer,
+                                   deterministic, max_steps, before_step=render)
         frames.append(_shrink(env.render(), downsample))
     finally:
         env.close()

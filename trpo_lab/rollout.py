@@ -192,30 +192,44 @@ class Sampler:
 
 
 @torch.no_grad()
+def run_episode(policy: Policy, env: gym.Env, seed: int, generator: torch.Generator,
+                normalizer: RunningMeanStd | None = None, deterministic: bool = True,
+                max_steps: int | None = None, before_step=None) -> tuple[float, int]:
+    """Play one episode of `env` (reset with `seed`) with `policy`; returns (return, length).
+
+    Actions are clipped to a Box's bounds only when sent to the env; `before_step(t)` is called
+    before each step t (the dashboard renders frames there); `max_steps` cuts the episode short."""
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    dtype = next(policy.parameters()).dtype
+    obs, _ = env.reset(seed=seed)
+    total, steps, done = 0.0, 0, False
+    while not done and (max_steps is None or steps < max_steps):
+        if before_step is not None:
+            before_step(steps)
+        x = np.asarray(obs, np.float64)[None]
+        if normalizer is not None:
+            x = normalizer.normalize(x)
+        action = policy.sample(torch.as_tensor(x, dtype=dtype), generator, deterministic)[0].numpy()
+        if not discrete:
+            action = np.clip(action, env.action_space.low, env.action_space.high)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, steps, done = total + float(reward), steps + 1, terminated or truncated
+    return total, steps
+
+
 def evaluate_policy(policy: Policy, env_id: str, episodes: int = 10, seed: int = 0,
                     normalizer: RunningMeanStd | None = None,
                     deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Run `episodes` full episodes (deterministic actions by default); returns (returns, lengths)."""
+    """Run `episodes` full episodes (deterministic actions by default), episode k reset with
+    seed + k; returns (returns, lengths)."""
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes = {episodes!r} is not allowed: must be an integer ≥ 1")
     env = make_vector_env(env_id, 1).envs[0]
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
     generator = torch.Generator().manual_seed(seed)
-    returns, lengths = [], []
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        total, steps, done = 0.0, 0, False
-        while not done:
-            x = np.asarray(obs, np.float64)[None]
-            if normalizer is not None:
-                x = normalizer.normalize(x)
-            action = policy.sample(torch.as_tensor(x, dtype=torch.float32), generator,
-                                   deterministic)[0].numpy()
-            if not discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total, steps, done = total + float(reward), steps + 1, terminated or truncated
-        returns.append(total)
-        lengths.append(steps)
-    env.close()
+    try:
+        results = [run_episode(policy, env, seed + k, generator, normalizer, deterministic)
+                   for k in range(episodes)]
+    finally:
+        env.close()
+    returns, lengths = zip(*results)
     return np.array(returns), np.array(lengths)
