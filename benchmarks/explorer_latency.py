@@ -29,19 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_model  # benchmarks/ is on sys.path when a script here runs
 
 TARGETS_MS = {"max_kl": 50.0, "damping": 250.0}
 RESULTS = Path(__file__).parent / "results" / "explorer_latency.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def drag(lo_exp: float, hi_exp: float, step: float = 0.05) -> list[float]:
@@ -113,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "explorer_latency",
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python benchmarks/explorer_latency.py",
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0], "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(),
                     "load_average_before": load_before, "load_average_after": load_after},
