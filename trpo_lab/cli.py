@@ -92,10 +92,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TRPOConfig)
                  if getattr(args, f.name) is not None}
-    if "hidden_sizes" in overrides or "vf_hidden_sizes" in overrides:
-        for k in ("hidden_sizes", "vf_hidden_sizes"):
-            if k in overrides:
-                overrides[k] = tuple(overrides[k])
     if args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every = {args.checkpoint_every} is not allowed: must be ≥ 1")
     trainer = None
