@@ -32,10 +32,16 @@ class RunningMeanStd:
         self.var = np.ones(shape, np.float64)
         self.count = 1e-4
         self.clip, self.eps = clip, eps
+        self._std_of: np.ndarray | None = None  # the `var` array that `_std` was computed from
+        self._std = np.ones(shape, np.float64)
 
     def update(self, x: np.ndarray) -> None:
         """Fold a batch x [n, *shape] into the statistics."""
-        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        b_count = x.shape[0]
+        # x.mean(0) and x.var(0), bitwise, without numpy's per-call wrapper overhead (runs every step)
+        b_mean = np.add.reduce(x, 0) / b_count
+        centred = x - b_mean
+        b_var = np.add.reduce(np.multiply(centred, centred, out=centred), 0) / b_count
         delta, total = b_mean - self.mean, self.count + b_count
         self.mean = self.mean + delta * b_count / total
         m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
@@ -43,7 +49,11 @@ class RunningMeanStd:
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """clip((x − mean) / √(var + eps), ±clip)."""
-        return np.clip((x - self.mean) / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+        if self._std_of is not self.var:  # √(var + eps) once per update, not per call
+            self._std, self._std_of = np.sqrt(self.var + self.eps), self.var
+        z = (x - self.mean) / self._std
+        # np.clip's Python wrapper costs more than the arithmetic on one step's few numbers
+        return np.minimum(np.maximum(z, -self.clip, out=z), self.clip, out=z)
 
     def state_dict(self) -> dict:
         return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count,
@@ -52,6 +62,7 @@ class RunningMeanStd:
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.var = np.array(state["mean"]), np.array(state["var"])
         self.count, self.clip, self.eps = state["count"], state["clip"], state["eps"]
+        self._std_of = None
 
 
 def make_vector_env(env: str | gym.Env | VectorEnv, num_envs: int = 1) -> VectorEnv:
@@ -149,35 +160,35 @@ class Sampler:
         ends = np.empty((T, N), bool)
         returns: list[float] = []
         lengths: list[int] = []
-        policy_obs = self._policy_input(self.obs, update=True)
-        for t in range(T):
-            obs_buf[t] = policy_obs
-            with torch.inference_mode():
+        obs_buf[0] = self._policy_input(self.obs, update=True)
+        with torch.inference_mode():
+            for t in range(T):
                 act_buf[t] = policy.sample(torch.from_numpy(obs_buf[t]), generator).numpy()
-            env_action = act_buf[t] if self.discrete else np.clip(act_buf[t], self.low, self.high)
-            try:
-                obs, reward, terminated, truncated, info = self.envs.step(env_action)
-            except Exception as e:  # an env that raises must not leave a half-made batch behind
-                raise EnvError(f"the environment raised at rollout step {t}: {e!r}") from e
-            obs = self._checked(obs, "observation", t)
-            rew[t] = self._checked(reward, "reward", t)
-            done = np.logical_or(terminated, truncated)
-            term[t], ends[t] = terminated, done
-            real_next = obs
-            if done.any():
-                real_next = obs.copy()
-                final = info["final_obs"]
-                for i in np.flatnonzero(done):
-                    real_next[i] = self._checked(final[i], "final observation", t)
-            self.ep_return += rew[t]
-            self.ep_length += 1
-            for i in np.flatnonzero(done):
-                returns.append(float(self.ep_return[i]))
-                lengths.append(int(self.ep_length[i]))
-                self.ep_return[i], self.ep_length[i] = 0.0, 0
-            next_buf[t] = self._policy_input(real_next, update=False)
-            self.obs = obs
-            policy_obs = self._policy_input(obs, update=True)
+                # Box actions are clipped only on their way to the env (np.clip's wrapper is slow)
+                env_action = act_buf[t] if self.discrete else \
+                    np.minimum(np.maximum(act_buf[t], self.low), self.high)
+                try:
+                    obs, reward, terminated, truncated, info = self.envs.step(env_action)
+                except Exception as e:  # an env that raises must not leave a half-made batch behind
+                    raise EnvError(f"the environment raised at rollout step {t}: {e!r}") from e
+                obs = self._checked(obs, "observation", t)
+                rew[t] = self._checked(reward, "reward", t)
+                done = terminated | truncated
+                term[t], ends[t] = terminated, done
+                self.ep_return += rew[t]
+                self.ep_length += 1
+                real_next = obs
+                if done.any():
+                    real_next = obs.copy()
+                    for i in np.flatnonzero(done):
+                        real_next[i] = self._checked(info["final_obs"][i], "final observation", t)
+                        returns.append(float(self.ep_return[i]))
+                        lengths.append(int(self.ep_length[i]))
+                        self.ep_return[i], self.ep_length[i] = 0.0, 0
+                next_buf[t] = self._policy_input(real_next, update=False)
+                self.obs = obs
+                if t + 1 < T:  # the last obs is folded into the statistics by the next collect
+                    obs_buf[t + 1] = self._policy_input(obs, update=True)
         return Batch(torch.from_numpy(obs_buf), torch.from_numpy(act_buf),
                      torch.from_numpy(rew.astype(np.float32)), torch.from_numpy(next_buf),
                      torch.from_numpy(term), torch.from_numpy(ends), returns, lengths)

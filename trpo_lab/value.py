@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .policies import ValueFunction
+from .policies import Tanh, ValueFunction, tanh
 
 LBFGS_ITERS = 20  # L-BFGS iterations per `optimizer.step` call
 
@@ -86,6 +86,58 @@ class Adam:
             mine.copy_(saved)
 
 
+def _mlp_layers(value_fn: ValueFunction) -> list[tuple[torch.nn.Linear, str | None]] | None:
+    """value_fn's layers as (Linear, activation after it: 'tanh', 'relu' or None), or None when
+    the network is not the plain Linear/activation stack that `mse_and_grads` knows."""
+    layers: list[tuple[torch.nn.Linear, str | None]] = []
+    for module in getattr(value_fn, "net", ()):
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            layers.append((module, None))
+        elif isinstance(module, (Tanh, torch.nn.ReLU)) and layers and layers[-1][1] is None:
+            layers[-1] = (layers[-1][0], "relu" if isinstance(module, torch.nn.ReLU) else "tanh")
+        else:
+            return None
+    return layers if layers and layers[-1][1] is None else None
+
+
+@torch.no_grad()
+def mse_and_grads(value_fn: ValueFunction, obs: Tensor, targets: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The loss mean_i (V_φ(s_i) − R̂_i)² and its gradient for every parameter of `value_fn`
+    (in `parameters()` order), by backpropagation written out for the MLP:
+
+        forward    a₀ = s,   zₖ = aₖ₋₁Wₖᵀ + bₖ,   aₖ = act(zₖ)   (no activation after the last layer)
+        backward   δ = 2(V − R̂)/n,   ∂Wₖ = δᵀaₖ₋₁,   ∂bₖ = Σᵢ δᵢ,   δ ← (δ Wₖ) ⊙ act′(zₖ₋₁)
+
+    with tanh′ = 1 − a² and relu′ = [a > 0]. The same gradients as autograd (up to float rounding,
+    tested) at about half the cost: for these small networks autograd's graph bookkeeping costs more
+    than the arithmetic, and the value fit takes thousands of these steps per run. Networks that
+    are not a plain Linear/activation stack go through autograd.
+    """
+    layers = _mlp_layers(value_fn)
+    if layers is None:
+        with torch.enable_grad():
+            loss = ((value_fn(obs) - targets) ** 2).mean()
+            return loss.detach(), list(torch.autograd.grad(loss, list(value_fn.parameters())))
+    activations = [obs]
+    for linear, act in layers:
+        z = torch.addmm(linear.bias, activations[-1], linear.weight.t())
+        activations.append(z if act is None else (torch.relu(z) if act == "relu" else tanh(z)))
+    residual = activations.pop().squeeze(-1) - targets
+    loss = (residual * residual).mean()
+    delta = (residual * (2.0 / residual.numel())).unsqueeze(-1)  # ∂loss/∂V, [n, 1]
+    grads: list[Tensor] = []
+    for k in range(len(layers) - 1, -1, -1):
+        a_prev = activations[k]
+        grads += [delta.sum(0), delta.t().mm(a_prev)]  # ∂bₖ, ∂Wₖ (reversed below)
+        if k > 0:
+            delta = delta.mm(layers[k][0].weight)
+            if layers[k - 1][1] == "relu":
+                delta.mul_(a_prev > 0)
+            else:
+                delta.mul_(1.0 - a_prev * a_prev)
+    return loss, grads[::-1]
+
+
 def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
                          lr: float = 1e-3) -> Adam | torch.optim.LBFGS:
     """The optimiser `fit_value` expects: `Adam`, or L-BFGS with a strong-Wolfe line search."""
@@ -126,13 +178,18 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
             optimizer.step(closure)
             updates += 1
     elif isinstance(optimizer, Adam):
+        own_params = len(optimizer.params) == len(list(value_fn.parameters())) and all(
+            p is q for p, q in zip(optimizer.params, value_fn.parameters()))
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
             for start in range(0, n, minibatch_size):
                 x, y = obs_epoch[start:start + minibatch_size], targets_epoch[start:start + minibatch_size]
-                loss = ((value_fn(x) - y) ** 2).mean()
-                optimizer.step(torch.autograd.grad(loss, optimizer.params))
+                if own_params:
+                    optimizer.step(mse_and_grads(value_fn, x, y)[1])
+                else:
+                    loss = ((value_fn(x) - y) ** 2).mean()
+                    optimizer.step(torch.autograd.grad(loss, optimizer.params))
                 updates += 1
     else:  # any torch.optim optimiser (e.g. torch.optim.Adam built by the caller)
         for _ in range(epochs):
