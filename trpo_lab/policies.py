@@ -16,8 +16,6 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-
-
 SIGMOID_TANH_MIN_SIZE = 8192
 """Tensors with at least this many elements take tanh through the sigmoid (see `tanh`)."""
 

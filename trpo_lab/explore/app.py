@@ -4,8 +4,9 @@ updated in place.
 Wiring only: every slider observes its `"value"` trait and calls `Explorer.update`, which asks the
 `ExplorerSession` for a new `Frame` (it re-runs `trpo_step` with a `StepCache` and recomputes only
 what the change needs) and writes the views' update dicts into the figures inside `batch_update`.
-δ and the line-search sliders leave the CG view's data alone (only its title follows δ); damping, CG iterations and the snapshot
-redraw all four. `Explorer.sliders` and `Explorer.figures` expose the wiring for tests.
+δ and the line-search sliders leave the CG view's data alone (only its title follows δ); damping,
+CG iterations and the snapshot redraw all four. `Explorer.sliders` and `Explorer.figures` expose
+the wiring for tests.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any
 from .landscape import GRID
 from .session import RANGES, ExplorerSession, Frame, Settings
 from .snapshots import Snapshot
-from .views import (apply_update, cg_title_update, frame_figures, frame_updates, summary_rows,
-                    verdict)
+from .views import apply_update, cg_title_update, frame_figures, frame_updates, summary_rows, verdict
 
 LABELS = {"max_kl": "δ (max KL)", "damping": "damping λ", "cg_iters": "CG iterations",
           "backtrack_coef": "backtrack coef", "backtrack_iters": "max backtracks",
