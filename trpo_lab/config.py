@@ -173,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "Pendulum-v1": dict(
         env_id="Pendulum-v1", total_steps=100_000, num_envs=8, batch_steps=2048,
-        gamma=0.9, lam=0.95, max_kl=0.02, normalize_obs=True, vf_epochs=10, vf_minibatch_size=256,
+        gamma=0.95, lam=0.95, max_kl=0.03, normalize_obs=True, vf_epochs=10, vf_minibatch_size=256,
         vf_lr=3e-3, fvp_fraction=0.25,
     ),
     "Hopper-v5": dict(

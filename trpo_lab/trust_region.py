@@ -316,15 +316,22 @@ class StepCache:
 
     problem: UpdateProblem | None = None
     grad: Tensor | None = None
+    surrogate_old: float = float("nan")  # L(θ_old), from the same pass as the gradient
     fvp: Callable[[Tensor], Tensor] | None = None
     solves: dict[tuple[float, int, float], tuple[CGResult, float]] = field(default_factory=dict)
 
 
+def surrogate_and_gradient(problem: UpdateProblem) -> tuple[float, Tensor]:
+    """(L(θ_old), g = ∇_θ L(θ)|θ_old) from one forward and one backward pass."""
+    theta = problem.theta_old.detach().clone().requires_grad_(True)
+    value = surrogate(problem, theta)
+    (g,) = torch.autograd.grad(value, theta)
+    return float(value.detach()), g
+
+
 def policy_gradient(problem: UpdateProblem) -> Tensor:
     """g = ∇_θ L(θ)|θ_old."""
-    theta = problem.theta_old.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(surrogate(problem, theta), theta)
-    return g
+    return surrogate_and_gradient(problem)[1]
 
 
 def _check_step_args(max_kl: float, damping: float, cg_iters: int, cg_tol: float,
@@ -361,9 +368,10 @@ def trpo_step(problem: UpdateProblem, max_kl: float = 0.01, damping: float = 0.1
     cache = cache if cache is not None else StepCache()
     if cache.problem is not problem:
         cache.problem, cache.grad, cache.fvp, cache.solves = problem, None, None, {}
+        cache.surrogate_old = float("nan")
     theta_old = problem.theta_old
     if cache.grad is None:
-        cache.grad = policy_gradient(problem)
+        cache.surrogate_old, cache.grad = surrogate_and_gradient(problem)
     g = cache.grad
     grad_norm = float(g.norm())
 
@@ -398,9 +406,8 @@ def trpo_step(problem: UpdateProblem, max_kl: float = 0.01, damping: float = 0.1
     predicted = float(g @ full_step)
     found.update(beta=beta, full_step=full_step, predicted_improvement=predicted)
 
+    surrogate_old = cache.surrogate_old
     with torch.no_grad():
-        surrogate_old = float(surrogate(problem, theta_old))
-
         def evaluate(theta: Tensor) -> tuple[float, float]:
             gain, kl = surrogate_and_kl(problem, theta)
             return float(gain) - surrogate_old, float(kl)

@@ -118,6 +118,12 @@ def mse_and_grads(value_fn: ValueFunction, obs: Tensor, targets: Tensor) -> tupl
         with torch.enable_grad():
             loss = ((value_fn(obs) - targets) ** 2).mean()
             return loss.detach(), list(torch.autograd.grad(loss, list(value_fn.parameters())))
+    return _mlp_mse_and_grads(layers, obs, targets)
+
+
+@torch.no_grad()
+def _mlp_mse_and_grads(layers: list[tuple[torch.nn.Linear, str | None]], obs: Tensor,
+                       targets: Tensor) -> tuple[Tensor, list[Tensor]]:
     activations = [obs]
     for linear, act in layers:
         z = torch.addmm(linear.bias, activations[-1], linear.weight.t())
@@ -180,13 +186,14 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
     elif isinstance(optimizer, Adam):
         own_params = len(optimizer.params) == len(list(value_fn.parameters())) and all(
             p is q for p, q in zip(optimizer.params, value_fn.parameters()))
+        layers = _mlp_layers(value_fn) if own_params else None  # None: gradients by autograd
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
             for start in range(0, n, minibatch_size):
                 x, y = obs_epoch[start:start + minibatch_size], targets_epoch[start:start + minibatch_size]
-                if own_params:
-                    optimizer.step(mse_and_grads(value_fn, x, y)[1])
+                if layers is not None:
+                    optimizer.step(_mlp_mse_and_grads(layers, x, y)[1])
                 else:
                     loss = ((value_fn(x) - y) ** 2).mean()
                     optimizer.step(torch.autograd.grad(loss, optimizer.params))
