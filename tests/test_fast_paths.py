@@ -20,8 +20,8 @@ def test_value_adam_step_is_bitwise_torch_adam():
     opt_theirs = torch.optim.Adam(theirs.parameters(), lr=3e-3)
     assert isinstance(opt_ours, Adam)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(5):
-        grads = [torch.randn(p.shape, generator=gen) for p in ours.parameters()]
+    for k in range(30):
+        grads = [torch.randn(p.shape, generator=gen) * 10.0 ** (k % 7 - 3) for p in ours.parameters()]
         opt_ours.step(grads)
         for p, g in zip(theirs.parameters(), grads):
             p.grad = g.clone()

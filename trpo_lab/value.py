@@ -53,8 +53,17 @@ class Adam:
         self.params: list[Tensor] = list(params)
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.t = 0
-        self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.v = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        # the moments live in one flat vector each (one kernel per operation instead of one per
+        # tensor); m and v are per-parameter views of them
+        self._sizes = [p.numel() for p in self.params]
+        dtype = self.params[0].dtype if self.params else torch.float32
+        self._m_flat = torch.zeros(sum(self._sizes), dtype=dtype)
+        self._v_flat = torch.zeros(sum(self._sizes), dtype=dtype)
+        self.m = self._per_param(self._m_flat)
+        self.v = self._per_param(self._v_flat)
+
+    def _per_param(self, flat: Tensor) -> list[Tensor]:
+        return [c.view_as(p) for c, p in zip(torch.split(flat, self._sizes), self.params)]
 
     @torch.no_grad()
     def step(self, grads: tuple[Tensor, ...] | list[Tensor]) -> None:
@@ -63,14 +72,13 @@ class Adam:
         self.t += 1
         step_size = self.lr / (1 - beta1**self.t)
         bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
-        # each line is the per-tensor update applied to every tensor at once (torch._foreach_*)
-        torch._foreach_lerp_(self.m, grads, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
-        torch._foreach_mul_(self.v, beta2)
-        torch._foreach_addcmul_(self.v, grads, grads, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
-        denom = torch._foreach_sqrt(self.v)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        torch._foreach_add_(denom, self.eps)  # √v / √(1 − β₂ᵗ) + ε
-        torch._foreach_addcdiv_(self.params, self.m, denom, value=-step_size)
+        g = torch.cat([x.reshape(-1) for x in grads])
+        m, v = self._m_flat, self._v_flat
+        m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
+        denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)  # √v / √(1 − β₂ᵗ) + ε
+        update = torch.mul(m, -step_size).div_(denom)  # in the order addcdiv evaluates it
+        torch._foreach_add_(self.params, self._per_param(update))
 
     def state_dict(self) -> dict:
         return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
