@@ -130,7 +130,6 @@ def plotly_widget_bundle() -> str:
 
 
 _PRELOADER: list = []
-LOG_STEP = 0.05  # δ and damping sliders move in steps of 0.05 decades (12 %)
 
 
 def preload_plotly_widgets() -> None:
@@ -143,19 +142,6 @@ def preload_plotly_widgets() -> None:
 def _clamp(name: str, value: float) -> float | int:
     lo, hi = RANGES[name]
     return type(lo)(min(max(value, lo), hi))  # a log slider may report 10**-4 as 9.999…e-05
-
-
-def log_slider_grid(value: float, lo: float, hi: float, step: float) -> tuple[float, float]:
-    """(min, max) exponents of a base-10 log slider over [lo, hi] whose grid runs through `value`.
-
-    The browser shows a `FloatLogSlider`'s value snapped to the grid min + k·step: on the plain grid
-    10^(−4 + 0.05k) a training run's δ = 0.03 would read 3.16e-2 while the update uses 0.03. Shifting
-    the grid by less than one step (so the range stays inside [lo, hi]) makes the slider show it."""
-    a, b = math.log10(lo), math.log10(hi)
-    v = min(max(math.log10(value), a), b)
-    below = math.floor((v - a) / step + 1e-9)  # grid points below v inside the range
-    above = math.floor((b - v) / step + 1e-9)
-    return v - below * step, v + above * step
 
 
 def _same_position(slider, a: float, b: float) -> bool:
@@ -202,13 +188,11 @@ class Explorer:
         style = {"description_width": "120px"}
         layout = W.Layout(width="420px")
         common = dict(continuous_update=True, style=style, layout=layout)
-        delta_min, delta_max = log_slider_grid(settings.max_kl, *RANGES["max_kl"], LOG_STEP)
-        damping_min, damping_max = log_slider_grid(settings.damping, *RANGES["damping"], LOG_STEP)
         self.sliders: dict[str, Any] = {
-            "max_kl": W.FloatLogSlider(value=settings.max_kl, base=10, min=delta_min, max=delta_max,
-                                       step=LOG_STEP, readout_format=".2e", **common),
-            "damping": W.FloatLogSlider(value=settings.damping, base=10, min=damping_min,
-                                        max=damping_max, step=LOG_STEP, readout_format=".2e", **common),
+            "max_kl": W.FloatLogSlider(value=settings.max_kl, base=10, min=-4, max=-1, step=0.05,
+                                       readout_format=".2e", **common),
+            "damping": W.FloatLogSlider(value=settings.damping, base=10, min=-4, max=0, step=0.05,
+                                        readout_format=".2e", **common),
             "cg_iters": W.IntSlider(value=settings.cg_iters, min=1, max=50, **common),
             "backtrack_coef": W.FloatSlider(value=settings.backtrack_coef, min=0.3, max=0.95,
                                             step=0.01, **common),
