@@ -210,3 +210,15 @@ def test_figure_widget_import_defers_rfc3987_but_iri_checks_still_work():
         "print(FormatChecker().conforms('http://a.b/ä', 'iri'), FormatChecker().conforms('no iri', 'iri'))\n"
         "print('lark' in sys.modules)")
     assert out.split() == ["False", "True", "False", "True"]
+
+
+def test_the_log_sliders_readouts_show_the_values_the_update_uses(snapshots):
+    """A log slider's own readout would show the grid point (δ = 0.03 as 3.16e-2): the explorer's
+    readouts show the δ and damping that `trpo_step` gets, also after the browser snaps a handle."""
+    explorer = Explorer(snapshots[0], settings=Settings(max_kl=0.03, damping=0.1))
+    assert not explorer.sliders["max_kl"].readout and not explorer.sliders["damping"].readout
+    assert (explorer.readouts["max_kl"].value, explorer.readouts["damping"].value) == ("3.00e-02", "1.00e-01")
+    explorer.sliders["max_kl"].value = 10 ** (round(np.log10(0.03) / 0.05) * 0.05)  # the browser's snap
+    assert explorer.readouts["max_kl"].value == "3.00e-02" and explorer.report.settings["max_kl"] == 0.03
+    explorer.sliders["max_kl"].value = 10 ** -2.0  # the user moves the handle
+    assert explorer.readouts["max_kl"].value == "1.00e-02" == f"{explorer.report.settings['max_kl']:.2e}"

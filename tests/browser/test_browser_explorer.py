@@ -38,6 +38,11 @@ def status_value(nb: LabNotebook, symbol: str) -> float:
     return float(match.group(1))
 
 
+def readout_value(nb: LabNotebook, key: str) -> float:
+    """The number the explorer's readout beside a log slider shows (e.g. "3.00e-02" → 0.03)."""
+    return float(nb.page.locator(f"{EXPLORER} .trpo-explorer-readout-{key}").inner_text().strip())
+
+
 def close(a: float, b: float) -> bool:
     """Equal to the precision the page prints (3 significant digits)."""
     return math.isclose(a, b, rel_tol=6e-3)
@@ -71,13 +76,13 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
 
     # δ: drag the handle with the mouse to the far side of the track from where it is.
     delta = nb.slider(r"^δ", EXPLORER)
-    delta_before = nb.slider_value(delta)
+    delta_before = readout_value(nb, "max_kl")
     assert close(status_value(nb, "δ"), delta_before)
     target = 0.15 if nb.slider_fraction(delta) > 0.5 else 0.85
     drag_started = nb.timeline.mark("delta_drag")
     nb.drag_slider(delta, target)
-    nb.wait_until(lambda: not close(nb.slider_value(delta), delta_before), "the δ readout to move", 10)
-    delta_after = nb.slider_value(delta)
+    nb.wait_until(lambda: not close(readout_value(nb, "max_kl"), delta_before), "the δ readout to move", 10)
+    delta_after = readout_value(nb, "max_kl")
     nb.wait_until(
         lambda: close(status_value(nb, "δ"), delta_after)
         and all(close(y, delta_after) for y in nb.trace_values(view("line_search"), "δ") or [math.nan]),
@@ -93,12 +98,12 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     # damping: focus the handle and press an arrow key (one slider step each) three times, away from
     # the nearer end of the track.
     damping = nb.slider(r"^damping", EXPLORER)
-    damping_before = nb.slider_value(damping)
+    damping_before = readout_value(nb, "damping")
     assert close(status_value(nb, "λ"), damping_before)
     key = "ArrowLeft" if nb.slider_fraction(damping) > 0.5 else "ArrowRight"
     nb.press_on_slider(damping, key, 3)
-    nb.wait_until(lambda: not close(nb.slider_value(damping), damping_before), "the damping readout", 10)
-    damping_after = nb.slider_value(damping)
+    nb.wait_until(lambda: not close(readout_value(nb, "damping"), damping_before), "the damping readout", 10)
+    damping_after = readout_value(nb, "damping")
     assert (damping_after < damping_before) == (key == "ArrowLeft")
     nb.wait_until(
         lambda: close(status_value(nb, "λ"), damping_after), f"the page to show λ = {damping_after}", 30

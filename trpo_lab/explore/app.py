@@ -130,6 +130,7 @@ def plotly_widget_bundle() -> str:
 
 
 _PRELOADER: list = []
+LOG_SLIDERS = ("max_kl", "damping")  # FloatLogSliders, shown with the explorer's own readouts
 
 
 def preload_plotly_widgets() -> None:
@@ -207,6 +208,13 @@ class Explorer:
         for key, widget in self.sliders.items():
             widget.description = LABELS[key]
             widget.add_class(f"trpo-explorer-{key}")
+        # A log slider's own readout shows the grid point the browser snapped the handle to (a
+        # training run's δ = 0.03 would read 3.16e-2); these readouts show the value the update uses.
+        self.readouts: dict[str, Any] = {}
+        for key in LOG_SLIDERS:
+            self.sliders[key].readout = False
+            self.readouts[key] = W.Label().add_class("trpo-explorer-readout").add_class(
+                f"trpo-explorer-readout-{key}")
         self.frame: Frame = self.session.compute(name, self.settings)
         self.figures: dict[str, Any] = {}
         if share_plotly_bundle:
@@ -218,12 +226,15 @@ class Explorer:
             self.figures[key] = FigureWidget(fig)
             self.figures[key].add_class(f"trpo-explorer-{key}")
         self.status = W.HTML(self._status_html()).add_class("trpo-explorer-status")
+        self._show_readouts()
         self.updates: list[dict[str, Any]] = []  # one record per update: what changed, how long
         self._holding = False
         for widget in self.sliders.values():
             widget.observe(self._on_change, names="value")
         s = self.sliders
-        controls = W.HBox([W.VBox([s["max_kl"], s["damping"], s["cg_iters"]]),
+        r = self.readouts
+        controls = W.HBox([W.VBox([W.HBox([s["max_kl"], r["max_kl"]]), W.HBox([s["damping"], r["damping"]]),
+                                   s["cg_iters"]]),
                            W.VBox([s["backtrack_coef"], s["backtrack_iters"], s["snapshot"]])])
         half = W.Layout(width="50%")
         self.widget = W.VBox([
@@ -300,10 +311,15 @@ class Explorer:
             apply_update(self.figures["cg"], cg_title_update(frame.report))
         self.frame = frame
         self.status.value = self._status_html()
+        self._show_readouts()
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}
         self.updates.append({"settings": frame.settings.as_dict(), "snapshot": frame.snapshot,
                              "views": views, "work": done, "seconds": time.perf_counter() - start})
         return frame
+
+    def _show_readouts(self) -> None:
+        for key, label in self.readouts.items():
+            label.value = f"{getattr(self.frame.settings, key):.2e}"
 
     def _status_html(self) -> str:
         r, st = self.frame.report, self.frame.settings
