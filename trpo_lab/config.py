@@ -178,7 +178,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "Hopper-v5": dict(
         env_id="Hopper-v5", total_steps=1_000_000, num_envs=16, batch_steps=2048,
-        gamma=0.99, lam=0.95, max_kl=0.02, normalize_obs=True, fvp_fraction=0.25,
+        gamma=0.995, lam=0.95, max_kl=0.02, normalize_obs=True, fvp_fraction=0.25,
         init_log_std=0.0, vf_epochs=20, vf_minibatch_size=512, vf_lr=3e-3,
     ),
 }
