@@ -3,11 +3,13 @@ the arithmetic is the same, to float rounding where it is reordered (the written
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from helpers import small_problem
 
-from trpo_lab.policies import ValueFunction
+from trpo_lab.policies import SIGMOID_TANH_MIN_SIZE, ValueFunction, mlp_forward, tanh
+from trpo_lab.rollout import RunningMeanStd
 from trpo_lab.trust_region import mean_kl, surrogate, surrogate_and_kl
 from trpo_lab.value import Adam, fit_value, make_value_optimizer, mse_and_grads
 
@@ -96,3 +98,36 @@ def test_surrogate_and_kl_is_surrogate_and_mean_kl(kind):
         assert torch.equal(gain, surrogate(problem, theta))
         assert torch.equal(kl, mean_kl(problem, theta))
     assert kl > 0
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("rows", [8, 2048])  # a rollout step; a batch (tanh through the sigmoid)
+def test_rollout_forward_is_the_modules_forward_bitwise(activation, rows):
+    torch.manual_seed(0)
+    net = ValueFunction(11, (64, 64), activation).net
+    x = torch.randn(rows, 11)
+    assert torch.equal(mlp_forward(net, x), net(x))
+
+
+def test_tanh_is_torch_tanh_to_float_rounding():
+    x = torch.linspace(-20.0, 20.0, 100_001)  # large enough for the sigmoid form
+    assert x.numel() >= SIGMOID_TANH_MIN_SIZE
+    assert float((tanh(x) - torch.tanh(x)).abs().max()) <= 2.5e-7
+    small = x[:: x.numel() // 100]
+    assert torch.equal(tanh(small), torch.tanh(small))
+
+
+def test_normaliser_statistics_are_numpys_mean_and_var_bitwise():
+    rng = np.random.default_rng(0)
+    ours, plain = RunningMeanStd((5,)), RunningMeanStd((5,))
+    for k in range(200):
+        x = rng.standard_normal((8, 5)) * 10.0 ** (k % 5 - 2) + k
+        ours.update(x)
+        b_mean, b_var, n = x.mean(0), x.var(0), x.shape[0]  # the textbook Chan et al. update
+        delta, total = b_mean - plain.mean, plain.count + n
+        plain.mean = plain.mean + delta * n / total
+        m2 = plain.var * plain.count + b_var * n + delta**2 * plain.count * n / total
+        plain.var, plain.count = m2 / total, total
+        assert np.array_equal(ours.mean, plain.mean) and np.array_equal(ours.var, plain.var)
+        expected = np.clip((x - plain.mean) / np.sqrt(plain.var + plain.eps), -plain.clip, plain.clip)
+        assert np.array_equal(ours.normalize(x), expected)
