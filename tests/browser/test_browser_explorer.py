@@ -81,15 +81,19 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     target = 0.15 if nb.slider_fraction(delta) > 0.5 else 0.85
     drag_started = nb.timeline.mark("delta_drag")
     nb.drag_slider(delta, target)
-    nb.wait_until(lambda: not close(readout_value(nb, "max_kl"), delta_before), "the δ readout to move", 10)
-    delta_after = readout_value(nb, "max_kl")
-    nb.wait_until(
-        lambda: close(status_value(nb, "δ"), delta_after)
-        and all(close(y, delta_after) for y in nb.trace_values(view("line_search"), "δ") or [math.nan]),
-        f"the page to show δ = {delta_after}", 30,
-    )  # fmt: skip
+
+    # The readouts are drawn by the kernel's update, with the status and the figures; a drag may
+    # pass through several updates, so wait for one that agrees everywhere, then for the last one.
+    def shows_new_delta() -> bool:
+        shown = readout_value(nb, "max_kl")
+        return (not close(shown, delta_before) and close(status_value(nb, "δ"), shown)
+                and all(close(y, shown) for y in nb.trace_values(view("line_search"), "δ") or [math.nan]))
+
+    nb.wait_until(shows_new_delta, "the page to show the dragged δ (readout, status, line search)", 30)
     nb.timeline.mark("delta_redrawn")
     nb.wait_stable(30, EXPLORER)
+    assert shows_new_delta(), "once the page is still, readout, status and line search agree on δ"
+    delta_after = readout_value(nb, "max_kl")
     moved_delta = drawn(nb)
     nb.screenshot_output("1_delta_dragged", nb.page.locator(EXPLORER))
     changed = {name for name in VIEWS if moved_delta[name] != start[name]}
@@ -102,14 +106,17 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     assert close(status_value(nb, "λ"), damping_before)
     key = "ArrowLeft" if nb.slider_fraction(damping) > 0.5 else "ArrowRight"
     nb.press_on_slider(damping, key, 3)
-    nb.wait_until(lambda: not close(readout_value(nb, "damping"), damping_before), "the damping readout", 10)
-    damping_after = readout_value(nb, "damping")
-    assert (damping_after < damping_before) == (key == "ArrowLeft")
-    nb.wait_until(
-        lambda: close(status_value(nb, "λ"), damping_after), f"the page to show λ = {damping_after}", 30
-    )
+
+    def shows_new_damping() -> bool:
+        shown = readout_value(nb, "damping")
+        return not close(shown, damping_before) and close(status_value(nb, "λ"), shown)
+
+    nb.wait_until(shows_new_damping, "the page to show the new damping (readout and status)", 30)
     nb.timeline.mark("damping_redrawn")
     nb.wait_stable(30, EXPLORER)
+    assert shows_new_damping(), "once the page is still, readout and status agree on the damping"
+    damping_after = readout_value(nb, "damping")
+    assert (damping_after < damping_before) == (key == "ArrowLeft")
     moved_damping = drawn(nb)
     nb.screenshot_output("2_damping_keys", nb.page.locator(EXPLORER))
     changed = {name for name in VIEWS if moved_damping[name] != moved_delta[name]}
