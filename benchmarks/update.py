@@ -28,7 +28,7 @@ TARGET_MS = 50.0
 def time_update(preset: str, repeats: int, batch_steps: int = 2048) -> dict:
     from trpo_lab import TRPOConfig
     from trpo_lab.train import Trainer
-    from trpo_lab.trust_region import StepCache, trpo_step
+    from trpo_lab.trust_region import StepCache, update_step
     from trpo_lab.value import fit_value
 
     config = TRPOConfig.from_preset(preset, batch_steps=batch_steps, hidden_sizes=(64, 64),
@@ -43,8 +43,7 @@ def time_update(preset: str, repeats: int, batch_steps: int = 2048) -> dict:
     policy_ms, value_ms = [], []
     for k in range(repeats + 1):  # the first repeat warms up and is dropped
         start = time.perf_counter()
-        report = trpo_step(problem, c.max_kl, c.damping, c.cg_iters, c.cg_tol, c.backtrack_coef,
-                           c.backtrack_iters, cache=StepCache())
+        report = update_step(problem, c.step_settings(), cache=StepCache())
         middle = time.perf_counter()
         trainer.value.load_state_dict(value0)
         trainer.value_optimizer.load_state_dict(optim0)

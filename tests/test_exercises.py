@@ -68,14 +68,18 @@ def _fails_with(check, fn, *words: str) -> str:
 
 
 def cg(Av, b, iters=10, tol=1e-10, *, start=None, residual_sign=-1.0, beta=True, alpha_pp=False,
-       norm_tol=False, x_sign=1.0):
+       norm_tol=False, x_sign=1.0, absolute_tol=False):
     """A student's CG with switches for the usual mistakes."""
     x = torch.zeros_like(b) if start is None else start(b)
     r = b - Av(x) if start is not None else b.clone()
     p = r.clone()
     rr = r @ r
+    bb = b @ b
     for _ in range(iters):
-        if (rr.sqrt() if norm_tol else rr) < tol:
+        if absolute_tol:
+            if rr < tol:
+                break
+        elif (rr.sqrt() <= tol * bb.sqrt()) if norm_tol else (rr <= tol * bb):
             break
         Ap = Av(p)
         alpha = rr / (p @ p if alpha_pp else p @ Ap)
@@ -96,7 +100,8 @@ def test_cg_student_model_without_mistakes_passes():
     (dict(residual_sign=+1.0), ("residual update has the wrong sign",)),
     (dict(beta=False), ("steepest descent",)),
     (dict(alpha_pp=True), ("step length",)),
-    (dict(norm_tol=True), ("‖r‖ < tol",)),
+    (dict(norm_tol=True), ("‖r‖ ≤ tol·‖b‖",)),
+    (dict(absolute_tol=True), ("relative to b",)),
     (dict(x_sign=-1.0), ("wrong sign",)),
 ])
 def test_cg_catches_planted_mistakes(mistake, words):

@@ -171,7 +171,7 @@ def test_a_browser_snapping_the_handle_to_its_grid_changes_nothing(snapshots):
     explorer.sliders["max_kl"].value = 10 ** (round(np.log10(0.02) / 0.05) * 0.05 + 0.05)  # a step
     assert len(explorer.updates) == n + 1 and explorer.settings.max_kl == pytest.approx(0.0224, rel=1e-2)
     explorer.set(max_kl=0.03)  # a value set from Python is kept exactly
-    assert explorer.report.settings["max_kl"] == 0.03
+    assert explorer.report.settings.max_kl == 0.03
 
 
 def test_explorer_starts_at_the_training_settings(snapshots):
@@ -219,6 +219,6 @@ def test_the_log_sliders_readouts_show_the_values_the_update_uses(snapshots):
     assert not explorer.sliders["max_kl"].readout and not explorer.sliders["damping"].readout
     assert (explorer.readouts["max_kl"].value, explorer.readouts["damping"].value) == ("3.00e-02", "1.00e-01")
     explorer.sliders["max_kl"].value = 10 ** (round(np.log10(0.03) / 0.05) * 0.05)  # the browser's snap
-    assert explorer.readouts["max_kl"].value == "3.00e-02" and explorer.report.settings["max_kl"] == 0.03
+    assert explorer.readouts["max_kl"].value == "3.00e-02" and explorer.report.settings.max_kl == 0.03
     explorer.sliders["max_kl"].value = 10 ** -2.0  # the user moves the handle
-    assert explorer.readouts["max_kl"].value == "1.00e-02" == f"{explorer.report.settings['max_kl']:.2e}"
+    assert explorer.readouts["max_kl"].value == "1.00e-02" == f"{explorer.report.settings.max_kl:.2e}"

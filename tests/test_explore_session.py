@@ -33,7 +33,8 @@ def session(cartpole, pendulum):
 def test_frame_report_is_trpo_step_itself(session, cartpole):
     s = Settings(max_kl=0.02, damping=0.05, cg_iters=7, backtrack_coef=0.7, backtrack_iters=5)
     frame = session.compute(cartpole.name, s)
-    direct = trpo_step(cartpole.problem(), 0.02, 0.05, 7, s.cg_tol, 0.7, 5)
+    direct = trpo_step(cartpole.problem(), max_kl=0.02, damping=0.05, cg_iters=7, cg_tol=s.cg_tol,
+                       backtrack_coef=0.7, backtrack_iters=5)
     assert frame.report.summary() == direct.summary()
     assert torch.equal(frame.report.theta_new, direct.theta_new)
 
@@ -43,7 +44,7 @@ def test_delta_alone_reruns_only_the_line_search(session, pendulum):
     before = dict(session.work)
     for delta in (0.009, 0.008, 0.005, 0.0035):  # the same half decade (0.00316, 0.01]
         frame = session.compute(pendulum.name, Settings(max_kl=delta))
-        assert frame.report.settings["max_kl"] == delta
+        assert frame.report.settings.max_kl == delta
     done = {k: v - before.get(k, 0) for k, v in session.work.items() if v != before.get(k, 0)}
     assert done == {"trpo_step": 4}
     session.compute(pendulum.name, Settings(max_kl=0.03))  # another half decade: reframe, no CG

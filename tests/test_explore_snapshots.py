@@ -57,14 +57,16 @@ def test_save_load_round_trips_bitwise(snap, tmp_path):
     assert_same_snapshot(snap, loaded)
     assert path.stat().st_size < 200_000  # "a small file": 512 samples of a 16×16 policy
     # the loaded problem gives the very same step, bit for bit
-    a, b = trpo_step(snap.problem(), 0.01, 0.1), trpo_step(loaded.problem(), 0.01, 0.1)
+    a, b = trpo_step(snap.problem(), max_kl=0.01, damping=0.1), trpo_step(loaded.problem(), max_kl=0.01,
+                                                                                   damping=0.1)
     assert bits(a.theta_new) == bits(b.theta_new) and a.summary() == b.summary()
 
 
 def test_snapshot_replays_the_step_training_took(snap):
     c = snap.meta["config"]
-    report = trpo_step(snap.problem(), c["max_kl"], c["damping"], c["cg_iters"], c["cg_tol"],
-                       c["backtrack_coef"], c["backtrack_iters"])
+    report = trpo_step(snap.problem(), max_kl=c["max_kl"], damping=c["damping"], cg_iters=c["cg_iters"],
+                       cg_tol=c["cg_tol"], backtrack_coef=c["backtrack_coef"],
+                       backtrack_iters=c["backtrack_iters"])
     assert report.summary() == snap.meta["training_step"]
 
 

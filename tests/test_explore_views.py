@@ -34,7 +34,7 @@ def snap(request):
 
 def test_each_view_builds_from_a_report_and_its_problem(snap):
     problem = snap.problem()
-    report = trpo_step(problem, 0.01, 0.1)
+    report = trpo_step(problem, max_kl=0.01, damping=0.1)
     figs = {"line_search": line_search_figure(report, problem=problem),
             "trust_region": trust_region_figure(report, problem=problem),
             "cg": cg_figure(report), "summary": summary_figure(report)}
@@ -48,7 +48,7 @@ def test_each_view_builds_from_a_report_and_its_problem(snap):
 
 def test_line_search_view_shows_the_trials_the_models_and_delta(snap):
     problem = snap.problem()
-    report = trpo_step(problem, 0.01, 1e-4)
+    report = trpo_step(problem, max_kl=0.01, damping=1e-4)
     fig = line_search_figure(report, problem=problem)
     assert list(trace(fig, "δ").y) == [0.01, 0.01]
     acc, rej = trace(fig, "accepted trial (KL)"), trace(fig, "rejected trials (KL)")
@@ -94,7 +94,7 @@ def test_cg_view_with_and_without_the_exact_fisher(snap):
 
 
 def test_summary_view_states_the_numbers_of_the_report(snap):
-    report = trpo_step(snap.problem(), 0.02, 0.1)
+    report = trpo_step(snap.problem(), max_kl=0.02, damping=0.1)
     fig = summary_figure(report)
     rows = dict(zip(*trace(fig, "summary").cells.values))
     assert rows == dict(summary_rows(report))
@@ -113,7 +113,7 @@ def test_views_of_a_rejected_step_build_and_say_why():
     snap = make_snapshot("CartPole-v1", **SMALL)
     p = snap.problem()
     zero = make_update_problem(p.policy, p.obs, p.actions, torch.zeros_like(p.advantages))
-    report = trpo_step(zero, 0.01, 0.1)
+    report = trpo_step(zero, max_kl=0.01, damping=0.1)
     assert not report.accepted
     figs = {"line_search": line_search_figure(report, problem=zero),
             "trust_region": trust_region_figure(report, problem=zero),

@@ -140,8 +140,8 @@ def test_the_cache_gives_the_same_report_as_a_fresh_step():
     problem = small_problem("gaussian", n=64)
     cache = StepCache()
     for max_kl, damping in [(0.01, 0.1), (0.05, 0.1), (0.01, 0.01), (0.02, 0.1)]:
-        cached = trpo_step(problem, max_kl, damping, cache=cache)
-        fresh = trpo_step(problem, max_kl, damping)
+        cached = trpo_step(problem, max_kl=max_kl, damping=damping, cache=cache)
+        fresh = trpo_step(problem, max_kl=max_kl, damping=damping)
         assert torch.equal(cached.theta_new, fresh.theta_new)
         assert cached.trials == fresh.trials
     assert len(cache.solves) == 2  # δ alone never triggered a new CG solve

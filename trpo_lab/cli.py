@@ -1,6 +1,6 @@
 """`trpo-lab`: train and evaluate from the shell.
 
-    trpo-lab train --preset CartPole-v1 --seed 0 --out runs/cartpole
+    trpo-lab train --preset CartPole-v1 --seed 0 --out runs/cartpole [--update npg]
     trpo-lab evaluate runs/cartpole --episodes 10 [--json]
     trpo-lab presets
 
@@ -29,7 +29,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict = dict(dest=f.name, default=None, help=f"{docs.get(f.name, '')} "
                             f"[default {getattr(TRPOConfig(), f.name)!r}]")
-        if f.type == "bool":
+        options = getattr(f.metadata.get("setting"), "check", None)
+        if getattr(options, "options", None):
+            kwargs.update(type=str, choices=options.options)
+        elif f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type.startswith("tuple"):
             kwargs.update(type=int, nargs="+", metavar="N")

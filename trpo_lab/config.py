@@ -11,9 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A hyperparameter has a value that is not allowed; the message names field, value and rule."""
+from .settings import ConfigError, StepSettings, step_fields
 
 
 def _bad(name: str, value: Any, allowed: str) -> ConfigError:
@@ -21,8 +19,12 @@ def _bad(name: str, value: Any, allowed: str) -> ConfigError:
 
 
 @dataclass(frozen=True)
-class TRPOConfig:
-    """Hyperparameters of one TRPO run (Schulman et al. 2015, arXiv:1502.05477)."""
+class TRPOConfig(StepSettings):
+    """Hyperparameters of one TRPO run (Schulman et al. 2015, arXiv:1502.05477).
+
+    The step's settings (update rule, δ, damping, CG, line search, …) are inherited from
+    `StepSettings`, where each is documented and validated; `config.step_settings()` gives them.
+    """
 
     env_id: str = "CartPole-v1"
     """gymnasium environment id, e.g. 'CartPole-v1', 'Pendulum-v1', 'Hopper-v5'."""
@@ -38,18 +40,6 @@ class TRPOConfig:
     """Discount factor γ in [0, 1]."""
     lam: float = 0.97
     """GAE parameter λ in [0, 1]: 0 gives TD errors, 1 gives Monte-Carlo returns − V."""
-    max_kl: float = 0.01
-    """Trust-region radius δ: the mean KL(π_old ‖ π_new) an accepted step may not exceed."""
-    damping: float = 0.1
-    """CG damping: conjugate gradient solves (F + damping·I) s = g."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations for F s = g."""
-    cg_tol: float = 1e-10
-    """CG stops early once the squared residual ‖r‖² falls below this."""
-    backtrack_coef: float = 0.8
-    """Line search shrinks the step by this factor per rejected trial, in (0, 1)."""
-    backtrack_iters: int = 10
-    """Line-search trials before the step is rejected (parameters then stay unchanged)."""
     fvp_fraction: float = 1.0
     """Fraction of the batch used for Fisher-vector products (the paper used 0.1), in (0, 1]."""
     normalize_advantages: bool = True
@@ -87,6 +77,7 @@ class TRPOConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field whose value is not allowed."""
+        super().validate()
         types = {f.name: f.type for f in dataclasses.fields(self)}
         for name, kind in types.items():
             value = getattr(self, name)
@@ -105,25 +96,19 @@ class TRPOConfig:
             raise _bad("env_id", self.env_id, "must name a gymnasium environment")
         if self.seed < 0:
             raise _bad("seed", self.seed, "must be ≥ 0")
-        for name in ("total_steps", "num_envs", "batch_steps", "cg_iters", "vf_epochs",
+        for name in ("total_steps", "num_envs", "batch_steps", "vf_epochs",
                      "vf_minibatch_size", "torch_threads"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be ≥ 1")
-        if self.backtrack_iters < 1:
-            raise _bad("backtrack_iters", self.backtrack_iters, "must be ≥ 1")
         if self.batch_steps % self.num_envs:
             raise _bad("batch_steps", self.batch_steps,
                        f"must be a multiple of num_envs = {self.num_envs}")
         for name in ("gamma", "lam"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise _bad(name, getattr(self, name), "must lie in [0, 1]")
-        for name in ("max_kl", "cg_tol", "vf_lr", "obs_clip"):
+        for name in ("vf_lr", "obs_clip"):
             if getattr(self, name) <= 0:
                 raise _bad(name, getattr(self, name), "must be > 0")
-        if self.damping < 0:
-            raise _bad("damping", self.damping, "must be ≥ 0")
-        if not 0.0 < self.backtrack_coef < 1.0:
-            raise _bad("backtrack_coef", self.backtrack_coef, "must lie in (0, 1)")
         if not 0.0 < self.fvp_fraction <= 1.0:
             raise _bad("fvp_fraction", self.fvp_fraction, "must lie in (0, 1]")
         for name in ("hidden_sizes", "vf_hidden_sizes"):
@@ -136,14 +121,6 @@ class TRPOConfig:
             raise _bad("activation", self.activation, "must be 'tanh' or 'relu'")
         if self.vf_optimizer not in ("adam", "lbfgs"):
             raise _bad("vf_optimizer", self.vf_optimizer, "must be 'adam' or 'lbfgs'")
-
-    def replace(self, **changes: Any) -> TRPOConfig:
-        """A copy with some fields changed (validated); unknown names raise `ConfigError`."""
-        known = {f.name for f in dataclasses.fields(self)}
-        for name in changes:
-            if name not in known:
-                raise ConfigError(f"TRPOConfig has no field {name!r}; fields are: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,12 +163,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def field_docs() -> dict[str, str]:
-    """The docstring written under each `TRPOConfig` field, read from the source (used by the CLI)."""
+    """Each `TRPOConfig` field's documentation (used by the CLI): the step settings' from their
+    metadata, the others' from the docstring written under the field, read from the source."""
     import ast
     import inspect
 
     tree = ast.parse(inspect.getsource(TRPOConfig))
-    docs: dict[str, str] = {}
+    docs = {name: spec.doc for name, spec in step_fields().items()}
     body = tree.body[0].body  # type: ignore[attr-defined]
     for node, nxt in zip(body, body[1:]):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)

@@ -180,7 +180,7 @@ def check_conjugate_gradient(student: Callable, seed: int = 0, verbose: bool = T
             zero = getattr(zero, "x", zero)
             if isinstance(zero, Tensor) and zero.shape == b.shape and not torch.isfinite(zero).all():
                 raise _Failed(f"with b = 0 ({where}) you returned NaN: r₀ = b = 0, so α = 0/0; test "
-                              "rᵀr < tol before each iteration, which returns x₀ = 0 at once")
+                              "rᵀr ≤ tol·bᵀb before each iteration, which returns x₀ = 0 at once")
             zero = _as_vector(zero, "b = 0", b, "x")
             if zero.abs().max() > 0:
                 raise _Failed(f"with b = 0 ({where}) the answer is x = 0 but you returned ‖x‖ = "
@@ -239,14 +239,20 @@ def check_conjugate_gradient(student: Callable, seed: int = 0, verbose: bool = T
                     raise _Failed(f"{n} iterations ({where}): in exact arithmetic CG solves an n×n system "
                                   "in n iterations, but x is not A⁻¹b")
                 result.cases += 1
-            tol = 0.05 * float(b @ b)
-            case = f"tol = {tol:.3g} ({where})"
-            x = _as_vector(_call(student, case, Av, b.clone(), n, tol), case, b, "x")
-            expected = tr.conjugate_gradient(lambda v, A=A: A @ v, b, n, tol).x
+            # ‖b‖² = 400, so a relative tol (tol·bᵀb = 20), its square root (tol²·bᵀb = 1) and an
+            # absolute tol (0.05) stop at different iterations
+            tol, big = 0.05, b * (20.0 / b.norm())
+            case = f"tol = {tol:g}, ‖b‖² = 400 ({where})"
+            x = _as_vector(_call(student, case, Av, big.clone(), n, tol), case, b, "x")
+            expected = tr.conjugate_gradient(lambda v, A=A: A @ v, big, n, tol).x
             if not _close(x, expected, 1e-6):
-                if _close(x, tr.conjugate_gradient(lambda v, A=A: A @ v, b, n, tol**2).x, 1e-6):
-                    raise _Failed(f"{case}: you stop when ‖r‖ < tol; trpo_lab stops when ‖r‖² = rᵀr < tol")
-                raise _Failed(f"{case}: stop as soon as rᵀr < tol (checked before each iteration); "
+                if _close(x, tr.conjugate_gradient(lambda v, A=A: A @ v, big, n, tol / 400.0).x, 1e-6):
+                    raise _Failed(f"{case}: you stop when rᵀr < tol; the tolerance is relative to b: "
+                                  "stop when rᵀr ≤ tol·bᵀb (a small g must still be solved)")
+                if _close(x, tr.conjugate_gradient(lambda v, A=A: A @ v, big, n, tol**2).x, 1e-6):
+                    raise _Failed(f"{case}: you stop when ‖r‖ ≤ tol·‖b‖; trpo_lab stops when "
+                                  "‖r‖² = rᵀr ≤ tol·bᵀb")
+                raise _Failed(f"{case}: stop as soon as rᵀr ≤ tol·bᵀb (checked before each iteration); "
                               "your x is not the early-stopped one")
             result.cases += 1
 

@@ -24,8 +24,9 @@ def conjugate_gradient(Av: Callable[[Tensor], Tensor], b: Tensor, iters: int = 1
     r = b.clone()  # r₀ = b − A x₀ = b
     p = r.clone()
     rr = r @ r
+    threshold = tol * rr  # stop when rᵀr ≤ tol·bᵀb (relative to b, so a small g is still solved)
     for _ in range(iters):
-        if rr < tol:
+        if rr <= threshold:
             break
         Ap = Av(p)  # the only product with A in this iteration
         alpha = rr / (p @ Ap)

@@ -1,4 +1,4 @@
-"""The training loop: rollout → GAE → update problem → `trpo_step` → value fit → record.
+"""The training loop: rollout → GAE → update problem → update rule (`update_step`) → value fit → record.
 
 `Trainer.iterate()` does one iteration and returns its `IterationRecord`; `train()` runs the whole
 budget with a progress bar and an optional callback (notebooks draw live curves from it).
@@ -20,7 +20,8 @@ from .advantages import gae
 from .config import TRPOConfig
 from .policies import Policy, PolicySpec, ValueFunction, build_policy, spec_for_spaces
 from .rollout import RunningMeanStd, Sampler, make_vector_env
-from .trust_region import StepReport, UpdateProblem, make_update_problem, trpo_step
+from .settings import StepSettings
+from .trust_region import StepReport, UpdateProblem, make_update_problem, update_step
 from .value import fit_value, make_value_optimizer
 
 
@@ -36,15 +37,17 @@ class IterationRecord:
     max_kl: float  # δ
     kl: float  # KL̄(π_old ‖ π_new) of the accepted step (0 when rejected)
     surrogate_gain: float  # L(θ_new) − L(θ_old)
-    predicted_improvement: float  # g·(βs)
-    backtracks: int
+    predicted_improvement: float  # g·(full step); NaN when the rule proposes none
+    backtracks: float  # line-search rejections (an integer); NaN for rules without a line search
     accepted: bool
     entropy: float  # mean policy entropy on the batch, after the step
     value_loss: float  # value MSE before fitting
     explained_variance: float  # of the value predictions before fitting
     sample_seconds: float
-    update_seconds: float  # policy step (trpo_step)
+    update_seconds: float  # policy step (`update_step`)
     value_seconds: float  # value fit
+    update: str = "trpo"  # the update rule
+    max_state_kl: float = float("nan")  # largest per-state KL of the accepted step
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +83,11 @@ class Trainer:
         self.last_report: StepReport | None = None
 
     @property
+    def step_settings(self) -> StepSettings:
+        """The update rule's settings, from the config."""
+        return self.config.step_settings()
+
+    @property
     def spec(self) -> PolicySpec:
         return self.policy.spec
 
@@ -110,8 +118,7 @@ class Trainer:
         t0 = time.perf_counter()
         problem, obs, targets, ep_returns, ep_lengths = self.collect_problem()
         t1 = time.perf_counter()
-        report = trpo_step(problem, c.max_kl, c.damping, c.cg_iters, c.cg_tol, c.backtrack_coef,
-                           c.backtrack_iters)
+        report = update_step(problem, self.step_settings, generator=self.generator)
         if report.accepted:
             vector_to_parameters(report.theta_new, self.policy.parameters())
         t2 = time.perf_counter()
@@ -133,7 +140,8 @@ class Trainer:
             predicted_improvement=report.predicted_improvement, backtracks=report.backtracks,
             accepted=report.accepted, entropy=entropy, value_loss=fit.loss_before,
             explained_variance=fit.explained_variance, sample_seconds=t1 - t0,
-            update_seconds=t2 - t1, value_seconds=t3 - t2)
+            update_seconds=t2 - t1, value_seconds=t3 - t2, update=c.update,
+            max_state_kl=report.max_state_kl)
         self.last_problem, self.last_report = problem, report
         self.history.append(record)
         return record

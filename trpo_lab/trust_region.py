@@ -1,324 +1,60 @@
-"""The TRPO update (Schulman et al. 2015, §6 and Appendix C), as pure functions over flat parameters.
+"""Update rules on an `UpdateProblem`, built from the parts the paper names (§6, Appendix C):
 
-    maximise_θ  L(θ) = E[π_θ(a|s) / π_old(a|s) · Â(s,a)]   subject to   KL̄(θ) = E_s[KL(π_old ‖ π_θ)] ≤ δ
+    direction   g = ∇L(θ_old); s ≈ (F + λI)⁻¹ g by conjugate gradient (or s = g for the plain gradient)
+    scale       β = √(2δ / sᵀ(F + λI)s), so the full step βs sits on the model's boundary ½xᵀ(F + λI)x = δ
+    acceptance  backtracking line search on the *real* surrogate and KL, with a chosen accept rule
 
-1. g = ∇L(θ_old);  F = ∇²KL̄(θ_old), the Fisher information, used only through v ↦ F v;
-2. s ≈ (F + damping·I)⁻¹ g by conjugate gradient, started at 0;
-3. the full step β·s with β = √(2δ / sᵀ(F + damping·I)s) reaches the boundary of the quadratic model;
-4. backtracking line search on the *real* surrogate and KL.
+    trpo = direction → scale → line search        npg = direction → scale (Kakade 2002)
+    pg   = gradient  → scale                       ppo-clip = epochs of clipped-surrogate Adam (`ppo`)
 
-An `UpdateProblem` (frozen θ_old + its batch) is all the step needs; `trpo_step` returns a
-`StepReport` of everything it did. Training and the explorer call the same `trpo_step`.
-This module knows nothing of environments, plotting or logging.
+`update_step(problem, settings)` runs the rule `settings.update` names and returns a `StepReport`;
+training and the explorer both call it. Fields that do not apply to a rule are NaN (or None).
+The problem's math (surrogate, KL, Fisher) lives in `problem`, CG in `cg`; both are re-exported.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
-from torch.func import functional_call
-from torch.nn.utils import parameters_to_vector
 
-from .policies import Policy
+from .cg import CGResult, conjugate_gradient
+from .ppo import ppo_clip_update
+from .problem import (
+    FISHERS,
+    UpdateProblem,
+    empirical_fisher_operator,
+    fisher_operator,
+    fisher_vector_product,
+    flat_params,
+    make_update_problem,
+    mean_kl,
+    normalized,
+    per_state_kl,
+    score_matrix,
+    surrogate,
+    surrogate_and_kl,
+    surrogate_and_kls,
+    unflatten_params,
+)
+from .settings import ConfigError, StepSettings
 
-# ───────────────────────────── flat parameters ─────────────────────────────
+__all__ = [
+    "CGResult", "Direction", "StepCache", "StepReport", "Trial", "UpdateProblem", "accept_reason",
+    "backtracking_line_search", "conjugate_gradient", "empirical_fisher_operator", "fisher_operator",
+    "fisher_vector_product", "flat_params", "gradient_direction", "make_update_problem", "mean_kl",
+    "natural_direction", "natural_step", "normalized", "per_state_kl", "policy_gradient", "score_matrix",
+    "surrogate", "surrogate_and_gradient", "surrogate_and_kl", "surrogate_and_kls", "trpo_step",
+    "unflatten_params", "update_step",
+]
 
+NAN = float("nan")
 
-def flat_params(module: torch.nn.Module) -> Tensor:
-    """θ as one detached vector (a copy), in `module.parameters()` order."""
-    return parameters_to_vector(module.parameters()).detach().clone()
-
-
-def unflatten_params(module: torch.nn.Module, theta: Tensor) -> dict[str, Tensor]:
-    """Views of the flat vector θ shaped like `module`'s named parameters (for `functional_call`)."""
-    named = list(module.named_parameters())
-    sizes = [p.numel() for _, p in named]
-    if theta.ndim != 1 or theta.numel() != sum(sizes):
-        raise ValueError(f"theta has shape {tuple(theta.shape)}; expected ({sum(sizes)},)")
-    chunks = torch.split(theta, sizes)
-    return {name: c.view_as(p) for (name, p), c in zip(named, chunks)}
-
-
-# ───────────────────────────── the update problem ─────────────────────────────
-
-
-@dataclass(frozen=True, eq=False)
-class UpdateProblem:
-    """A frozen policy snapshot θ_old together with the batch it produced.
-
-    The policy module only supplies the architecture: the math evaluates it at explicit θ.
-    """
-
-    policy: Policy
-    theta_old: Tensor  # [P]
-    obs: Tensor  # [B, obs_dim]
-    actions: Tensor  # [B] (discrete) or [B, act_dim]
-    advantages: Tensor  # [B]
-    old_params: tuple[Tensor, ...]  # π_old's distribution parameters at obs, each [B, ...]
-    old_log_prob: Tensor  # [B]
-    fvp_rows: Tensor | None = None  # rows used for Fisher-vector products (None: all)
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.obs.shape[0])
-
-    @property
-    def num_params(self) -> int:
-        return int(self.theta_old.numel())
-
-    def distribution_at(self, theta: Tensor, rows: Tensor | None = None) -> Distribution:
-        """π_θ(·|s) for the batch's states (or the given rows)."""
-        obs = self.obs if rows is None else self.obs[rows]
-        params = functional_call(self.policy, unflatten_params(self.policy, theta), (obs,))
-        return self.policy.distribution(params)
-
-    def old_distribution(self, rows: Tensor | None = None) -> Distribution:
-        params = self.old_params if rows is None else tuple(p[rows] for p in self.old_params)
-        return self.policy.distribution(params)
-
-
-def make_update_problem(policy: Policy, obs: Tensor, actions: Tensor, advantages: Tensor,
-                        fvp_fraction: float = 1.0, normalize_advantages: bool = False,
-                        generator: torch.Generator | None = None) -> UpdateProblem:
-    """Freeze `policy`'s current parameters with a batch; π_old is evaluated once, here."""
-    n = obs.shape[0] if obs.ndim else 0
-    if obs.ndim != 2 or n < 1:
-        raise ValueError(f"obs has shape {tuple(obs.shape)}; expected [B ≥ 1, obs_dim]")
-    if actions.shape[0] != n or advantages.shape != (n,):
-        raise ValueError(f"actions {tuple(actions.shape)} and advantages {tuple(advantages.shape)} "
-                         f"must have {n} rows like obs")
-    if not 0.0 < fvp_fraction <= 1.0:
-        raise ValueError(f"fvp_fraction = {fvp_fraction} is not allowed: must lie in (0, 1]")
-    for name, x in (("obs", obs), ("advantages", advantages)):
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or infinite values; the update needs finite data")
-    if normalize_advantages:
-        advantages = normalized(advantages)
-    theta_old = flat_params(policy)
-    with torch.no_grad():
-        old_params = tuple(p.detach() for p in policy(obs))
-        old_log_prob = policy.distribution(old_params).log_prob(actions)
-    rows = None
-    if fvp_fraction < 1.0:
-        k = max(1, round(fvp_fraction * n))
-        rows = torch.randperm(n, generator=generator)[:k].sort().values
-    return UpdateProblem(policy, theta_old, obs, actions, advantages.detach(), old_params,
-                         old_log_prob, rows)
-
-
-def normalized(advantages: Tensor, eps: float = 1e-8) -> Tensor:
-    """(Â − mean) / (std + eps); a batch of one step becomes 0 (its std is undefined)."""
-    centred = advantages - advantages.mean()
-    if advantages.numel() < 2:
-        return centred
-    return centred / (advantages.std() + eps)
-
-
-# ───────────────────────────── surrogate, KL, Fisher ─────────────────────────────
-
-
-def surrogate(problem: UpdateProblem, theta: Tensor) -> Tensor:
-    """L(θ) = mean_i [ exp(log π_θ(a_i|s_i) − log π_old(a_i|s_i)) · Â_i ]   (eq. 14)."""
-    log_prob = problem.distribution_at(theta).log_prob(problem.actions)
-    return (torch.exp(log_prob - problem.old_log_prob) * problem.advantages).mean()
-
-
-def mean_kl(problem: UpdateProblem, theta: Tensor, rows: Tensor | None = None) -> Tensor:
-    """KL̄(θ) = mean_i KL(π_old(·|s_i) ‖ π_θ(·|s_i)), analytic (`torch.distributions.kl_divergence`)."""
-    return kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows)).mean()
-
-
-def surrogate_and_kl(problem: UpdateProblem, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """(L(θ), KL̄(θ)) over the whole batch from one forward pass: the same numbers as `surrogate`
-    and `mean_kl`, for the line search, which needs both at every trial."""
-    new = problem.distribution_at(theta)
-    ratio = torch.exp(new.log_prob(problem.actions) - problem.old_log_prob)
-    return (ratio * problem.advantages).mean(), kl_divergence(problem.old_distribution(), new).mean()
-
-
-def fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], Tensor]:
-    """v ↦ F v with F = ∇²_θ KL̄(θ)|θ_old, by double backprop (Pearlmutter's trick).
-
-    The graph of ∇KL̄ is built once and reused for every product, so each product costs one
-    backward pass. Uses `problem.fvp_rows` (a subsample, as in the paper) when it is set.
-    """
-    theta = problem.theta_old.detach().clone().requires_grad_(True)
-    (grad_kl,) = torch.autograd.grad(mean_kl(problem, theta, problem.fvp_rows), theta,
-                                     create_graph=True)
-
-    def fvp(v: Tensor) -> Tensor:
-        (fv,) = torch.autograd.grad(grad_kl @ v, theta, retain_graph=True)
-        return fv
-
-    return fvp
-
-
-def fisher_vector_product(problem: UpdateProblem, v: Tensor, damping: float = 0.0) -> Tensor:
-    """(F + damping·I) v, computed afresh (see `fisher_operator` to reuse the graph)."""
-    return fisher_operator(problem)(v) + damping * v
-
-
-# ───────────────────────────── conjugate gradient ─────────────────────────────
-
-
-@dataclass(frozen=True)
-class CGResult:
-    """x ≈ A⁻¹ b, with ‖r_k‖ = ‖b − A x_k‖ for k = 0 … iterations (x_0 = 0, so ‖r_0‖ = ‖b‖)."""
-
-    x: Tensor
-    residual_norms: list[float]
-    iterations: int
-    stopped: str  # "converged", "max iterations", or why CG broke down
-
-
-def conjugate_gradient(Av: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
-                       tol: float = 1e-10) -> CGResult:
-    """Solve A x = b for symmetric positive-definite A given only v ↦ A v (Appendix C).
-
-    In TRPO, A = F + damping·I and b = g, so x ≈ F⁻¹ g. Starts at x = 0 (deterministic) and stops
-    when ‖r‖² < tol or after `iters` iterations.
-    """
-    if iters < 1:
-        raise ValueError(f"iters = {iters} is not allowed: must be ≥ 1")
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = float(r @ r)
-    norms = [math.sqrt(rr)]
-    stopped = "max iterations"
-    done = 0
-    for _ in range(iters):
-        if rr < tol:
-            break
-        Ap = Av(p)
-        pAp = float(p @ Ap)
-        if not math.isfinite(pAp) or pAp <= 0.0:
-            stopped = f"breakdown: pᵀAp = {pAp:.3g} is not positive"
-            break
-        alpha = rr / pAp
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rr_new = float(r @ r)
-        norms.append(math.sqrt(rr_new))
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-        done += 1
-    if rr < tol:
-        stopped = "converged"
-    return CGResult(x, norms, done, stopped)
-
-
-# ───────────────────────────── natural step and line search ─────────────────────────────
-
-
-def natural_step(s: Tensor, sAs: float, max_kl: float) -> tuple[Tensor, float]:
-    """Scale the search direction to the trust-region boundary of the quadratic KL model:
-    β = √(2δ / sᵀAs) so that ½ (βs)ᵀ A (βs) = δ. Returns (β·s, β)."""
-    if not sAs > 0.0:
-        raise ValueError(f"sᵀAs = {sAs} must be > 0 to scale the step")
-    beta = math.sqrt(2.0 * max_kl / sAs)
-    return beta * s, beta
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One line-search trial θ_old + fraction·(β s)."""
-
-    fraction: float
-    surrogate_gain: float  # L(θ) − L(θ_old)
-    kl: float  # KL̄(θ)
-    expected_gain: float  # fraction · g·(β s), the linear model's prediction
-    accepted: bool
-    reason: str  # "accepted", or why it was rejected
-
-
-def backtracking_line_search(evaluate: Callable[[Tensor], tuple[float, float]], theta_old: Tensor,
-                             full_step: Tensor, expected_improvement: float, max_kl: float,
-                             backtrack_coef: float = 0.8, backtrack_iters: int = 10,
-                             ) -> tuple[Tensor, list[Trial]]:
-    """Try fractions 1, c, c², …: accept the first θ whose real KL̄ ≤ δ and whose real surrogate
-    improves. `evaluate(θ)` returns (L(θ) − L(θ_old), KL̄(θ)). If nothing is accepted, θ_old itself
-    (the same tensor, bitwise unchanged) is returned."""
-    trials: list[Trial] = []
-    for k in range(backtrack_iters):
-        fraction = backtrack_coef**k
-        theta = theta_old + fraction * full_step
-        gain, kl = evaluate(theta)
-        if not (math.isfinite(gain) and math.isfinite(kl)):
-            reason = f"non-finite surrogate gain {gain} or KL {kl}"
-        elif kl > max_kl:
-            reason = f"KL {kl:.3g} > δ = {max_kl:.3g}"
-        elif gain <= 0.0:
-            reason = f"surrogate gain {gain:.3g} ≤ 0"
-        else:
-            reason = "accepted"
-        trials.append(Trial(fraction, gain, kl, fraction * expected_improvement, reason == "accepted",
-                            reason))
-        if reason == "accepted":
-            return theta, trials
-    return theta_old, trials
-
-
-# ───────────────────────────── one TRPO step ─────────────────────────────
-
-
-@dataclass
-class StepReport:
-    """Everything one `trpo_step` did; figures and training records are built from this."""
-
-    settings: dict[str, float]
-    accepted: bool
-    reason: str
-    theta_old: Tensor
-    theta_new: Tensor
-    grad: Tensor  # g = ∇L(θ_old)
-    grad_norm: float
-    direction: Tensor | None = None  # s ≈ (F + damping·I)⁻¹ g
-    cg: CGResult | None = None
-    sAs: float = float("nan")  # sᵀ(F + damping·I)s
-    beta: float = float("nan")
-    full_step: Tensor | None = None  # β s
-    predicted_improvement: float = float("nan")  # g·(β s)
-    trials: list[Trial] = field(default_factory=list)
-    kl: float = 0.0  # KL̄ of the accepted step (0 when rejected: θ is unchanged)
-    surrogate_gain: float = 0.0
-    step_fraction: float = 0.0
-
-    @property
-    def backtracks(self) -> int:
-        """Rejected trials before the accepted one (all trials when nothing was accepted)."""
-        return len(self.trials) - (1 if self.accepted else 0)
-
-    def summary(self) -> dict[str, float | int | bool | str]:
-        """The scalars of the report (for logs, tables and the explorer's summary view)."""
-        return {
-            "accepted": self.accepted, "reason": self.reason, "grad_norm": self.grad_norm,
-            "cg_iterations": self.cg.iterations if self.cg else 0,
-            "cg_final_residual": self.cg.residual_norms[-1] if self.cg else float("nan"),
-            "sAs": self.sAs, "beta": self.beta, "predicted_improvement": self.predicted_improvement,
-            "surrogate_gain": self.surrogate_gain, "kl": self.kl, "step_fraction": self.step_fraction,
-            "backtracks": self.backtracks,
-        }
-
-
-@dataclass
-class StepCache:
-    """Work that `trpo_step` may reuse across calls on one problem: g, the Fisher graph, CG solves.
-
-    δ, the backtrack coefficient and the number of backtracks change only the cheap line search;
-    damping and CG settings need a new CG solve but not a new gradient or Fisher graph.
-    """
-
-    problem: UpdateProblem | None = None
-    grad: Tensor | None = None
-    surrogate_old: float = float("nan")  # L(θ_old), from the same pass as the gradient
-    fvp: Callable[[Tensor], Tensor] | None = None
-    solves: dict[tuple[float, int, float], tuple[CGResult, float]] = field(default_factory=dict)
+# ───────────────────────────── direction ─────────────────────────────
 
 
 def surrogate_and_gradient(problem: UpdateProblem) -> tuple[float, Tensor]:
@@ -334,91 +70,343 @@ def policy_gradient(problem: UpdateProblem) -> Tensor:
     return surrogate_and_gradient(problem)[1]
 
 
-def _check_step_args(max_kl: float, damping: float, cg_iters: int, cg_tol: float,
-                     backtrack_coef: float, backtrack_iters: int) -> None:
-    def bad(name: str, value: object, allowed: str) -> ValueError:
-        return ValueError(f"trpo_step: {name} = {value!r} is not allowed: {allowed}")
+@dataclass(frozen=True)
+class Direction:
+    """A search direction s and its curvature sᵀAs under the model A = F + λI."""
 
-    if not (isinstance(max_kl, (int, float)) and math.isfinite(max_kl) and max_kl > 0):
-        raise bad("max_kl", max_kl, "must be a finite number > 0")
-    if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
-        raise bad("damping", damping, "must be a finite number ≥ 0")
-    if not (isinstance(cg_iters, int) and cg_iters >= 1):
-        raise bad("cg_iters", cg_iters, "must be an integer ≥ 1")
-    if not (isinstance(cg_tol, (int, float)) and cg_tol > 0):
-        raise bad("cg_tol", cg_tol, "must be > 0")
-    if not (isinstance(backtrack_coef, (int, float)) and 0 < backtrack_coef < 1):
-        raise bad("backtrack_coef", backtrack_coef, "must lie in (0, 1)")
-    if not (isinstance(backtrack_iters, int) and backtrack_iters >= 1):
-        raise bad("backtrack_iters", backtrack_iters, "must be an integer ≥ 1")
+    s: Tensor
+    sAs: float
+    cg: CGResult | None  # None when s = g (no solve)
 
 
-def trpo_step(problem: UpdateProblem, max_kl: float = 0.01, damping: float = 0.1,
-              cg_iters: int = 10, cg_tol: float = 1e-10, backtrack_coef: float = 0.8,
-              backtrack_iters: int = 10, cache: StepCache | None = None) -> StepReport:
-    """One TRPO update of θ_old on `problem`; returns a `StepReport` (θ_new is `report.theta_new`).
+def natural_direction(g: Tensor, fvp: Callable[[Tensor], Tensor], damping: float, cg_iters: int,
+                      cg_tol: float) -> Direction:
+    """s ≈ (F + λI)⁻¹ g by conjugate gradient from 0 (Appendix C), and sᵀ(F + λI)s."""
+    def damped(v: Tensor) -> Tensor:
+        return fvp(v) + damping * v
 
-    If sᵀ(F + damping·I)s ≤ 0, anything is non-finite, or no line-search trial is accepted, θ_new
-    is θ_old bitwise and `report.reason` says why. Pass a `StepCache` to reuse the gradient, the
-    Fisher graph and CG solves across calls on the same problem (the explorer does).
+    cg = conjugate_gradient(damped, g, cg_iters, cg_tol)
+    return Direction(cg.x, float(cg.x @ damped(cg.x)), cg)
+
+
+def gradient_direction(g: Tensor, fvp: Callable[[Tensor], Tensor], damping: float) -> Direction:
+    """s = g (the plain policy gradient), with its curvature gᵀ(F + λI)g for the scale."""
+    return Direction(g, float(g @ (fvp(g) + damping * g)), None)
+
+
+# ───────────────────────────── scale ─────────────────────────────
+
+
+def natural_step(s: Tensor, sAs: float, max_kl: float) -> tuple[Tensor, float]:
+    """Scale the search direction to the trust-region boundary of the quadratic KL model:
+    β = √(2δ / sᵀAs) so that ½ (βs)ᵀ A (βs) = δ. Returns (β·s, β)."""
+    if not sAs > 0.0:
+        raise ValueError(f"sᵀAs = {sAs} must be > 0 to scale the step")
+    beta = math.sqrt(2.0 * max_kl / sAs)
+    return beta * s, beta
+
+
+# ───────────────────────────── acceptance ─────────────────────────────
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial θ_old + fraction·(β s) of the line search (or the one evaluation of a rule without)."""
+
+    fraction: float
+    surrogate_gain: float  # L(θ) − L(θ_old)
+    kl: float  # KL̄(θ), in the settings' KL direction
+    expected_gain: float  # fraction · g·(β s), the linear model's prediction
+    accepted: bool
+    reason: str  # "accepted", or why it was rejected
+    max_state_kl: float = NAN  # the largest per-state KL
+
+
+def accept_reason(gain: float, kl: float, max_state_kl: float, expected_gain: float,
+                  max_kl: float, rule: str = "strict", kl_constraint: str = "mean",
+                  accept_ratio: float = 0.1) -> str:
+    """"accepted", or why a trial is rejected under `rule`:
+
+    strict              KL ≤ δ and L(θ) − L(θ_old) > 0 (the paper, Appendix C)
+    improvement-ratio   gain > 0 and gain ≥ accept_ratio · expected gain; KL is not checked (the
+                        original code: its δ acts only through β)
+    kl-1.5              KL ≤ 1.5 δ and gain ≥ 0 (OpenAI baselines)
+    The KL checked is the mean over states, or the largest per-state KL with kl_constraint "max".
     """
-    _check_step_args(max_kl, damping, cg_iters, cg_tol, backtrack_coef, backtrack_iters)
-    settings = dict(max_kl=max_kl, damping=damping, cg_iters=cg_iters, cg_tol=cg_tol,
-                    backtrack_coef=backtrack_coef, backtrack_iters=backtrack_iters)
-    cache = cache if cache is not None else StepCache()
-    if cache.problem is not problem:
-        cache.problem, cache.grad, cache.fvp, cache.solves = problem, None, None, {}
-        cache.surrogate_old = float("nan")
-    theta_old = problem.theta_old
-    if cache.grad is None:
-        cache.surrogate_old, cache.grad = surrogate_and_gradient(problem)
-    g = cache.grad
+    kl_checked = max_state_kl if kl_constraint == "max" else kl
+    what = "max per-state KL" if kl_constraint == "max" else "KL"
+    if not (math.isfinite(gain) and math.isfinite(kl_checked)):
+        return f"non-finite surrogate gain {gain} or KL {kl_checked}"
+    if rule == "strict":
+        if kl_checked > max_kl:
+            return f"{what} {kl_checked:.3g} > δ = {max_kl:.3g}"
+        return "accepted" if gain > 0.0 else f"surrogate gain {gain:.3g} ≤ 0"
+    if rule == "kl-1.5":
+        if kl_checked > 1.5 * max_kl:
+            return f"{what} {kl_checked:.3g} > 1.5δ = {1.5 * max_kl:.3g}"
+        return "accepted" if gain >= 0.0 else f"surrogate gain {gain:.3g} < 0"
+    if rule == "improvement-ratio":
+        if gain <= 0.0:
+            return f"surrogate gain {gain:.3g} ≤ 0"
+        if gain < accept_ratio * expected_gain:
+            return f"gain {gain:.3g} < {accept_ratio:g} × predicted {expected_gain:.3g}"
+        return "accepted"
+    raise ValueError(f"accept rule = {rule!r} is not allowed: must be 'strict', "
+                     "'improvement-ratio' or 'kl-1.5'")
+
+
+Evaluate = Callable[[Tensor], tuple[float, float, float]]  # θ ↦ (gain, mean KL, max per-state KL)
+
+
+def backtracking_line_search(evaluate: Callable[[Tensor], tuple], theta_old: Tensor,
+                             full_step: Tensor, expected_improvement: float, max_kl: float,
+                             backtrack_coef: float = 0.8, backtrack_iters: int = 10,
+                             accept: Callable[..., str] | None = None) -> tuple[Tensor, list[Trial]]:
+    """Try fractions 1, c, c², …: accept the first θ the accept rule passes (by default KL̄ ≤ δ and
+    the real surrogate improves). `evaluate(θ)` returns (L(θ) − L(θ_old), KL̄(θ)[, max per-state
+    KL]); `accept(gain, kl, max_state_kl, expected_gain)` returns "accepted" or a reason. If nothing
+    is accepted, θ_old itself (the same tensor, bitwise unchanged) is returned."""
+    if accept is None:
+        def accept(gain: float, kl: float, max_state_kl: float, expected: float) -> str:
+            return accept_reason(gain, kl, max_state_kl, expected, max_kl)
+    trials: list[Trial] = []
+    for k in range(backtrack_iters):
+        fraction = backtrack_coef**k
+        theta = theta_old + fraction * full_step
+        gain, kl, *rest = evaluate(theta)
+        max_state_kl = rest[0] if rest else NAN
+        expected = fraction * expected_improvement
+        reason = accept(gain, kl, max_state_kl, expected)
+        trials.append(Trial(fraction, gain, kl, expected, reason == "accepted", reason, max_state_kl))
+        if reason == "accepted":
+            return theta, trials
+    return theta_old, trials
+
+
+# ───────────────────────────── the report ─────────────────────────────
+
+
+@dataclass
+class StepReport:
+    """Everything one update did; figures and training records are built from this. Fields that do
+    not apply to the rule are NaN or None (npg and pg have no line search, pg no CG, ppo-clip none
+    of the trust-region parts)."""
+
+    settings: StepSettings
+    accepted: bool
+    reason: str
+    theta_old: Tensor
+    theta_new: Tensor
+    grad: Tensor  # g = ∇L(θ_old)
+    grad_norm: float
+    direction: Tensor | None = None  # s ≈ (F + λI)⁻¹ g (trpo, npg), s = g (pg)
+    cg: CGResult | None = None
+    sAs: float = NAN  # sᵀ(F + λI)s
+    beta: float = NAN
+    full_step: Tensor | None = None  # β s (for ppo-clip: θ_new − θ_old)
+    predicted_improvement: float = NAN  # g·(full step)
+    trials: list[Trial] = field(default_factory=list)
+    kl: float = 0.0  # KL̄ of the accepted step (0 when rejected: θ is unchanged)
+    surrogate_gain: float = 0.0
+    step_fraction: float = 0.0
+    max_state_kl: float = 0.0  # the largest per-state KL of the accepted step
+    ppo_epoch_losses: list[float] | None = None  # ppo-clip: mean clipped loss per epoch
+    ppo_clip_fraction: float = NAN  # ppo-clip: fraction of samples clipped in the last epoch
+
+    @property
+    def rule(self) -> str:
+        return self.settings.update
+
+    @property
+    def has_line_search(self) -> bool:
+        return self.rule == "trpo"
+
+    @property
+    def backtracks(self) -> float:
+        """Rejected trials before the accepted one (all trials when nothing was accepted); NaN for
+        rules without a line search."""
+        if not self.has_line_search:
+            return NAN
+        return len(self.trials) - (1 if self.accepted else 0)
+
+    def summary(self) -> dict[str, float | int | bool | str]:
+        """The scalars of the report (for logs, tables and the explorer's summary view)."""
+        return {
+            "rule": self.rule, "accepted": self.accepted, "reason": self.reason,
+            "grad_norm": self.grad_norm,
+            "cg_iterations": self.cg.iterations if self.cg else NAN,
+            "cg_final_residual": self.cg.residual_norms[-1] if self.cg else NAN,
+            "sAs": self.sAs, "beta": self.beta, "predicted_improvement": self.predicted_improvement,
+            "surrogate_gain": self.surrogate_gain, "kl": self.kl, "max_state_kl": self.max_state_kl,
+            "step_fraction": self.step_fraction, "backtracks": self.backtracks,
+        }
+
+
+# ───────────────────────────── the rules ─────────────────────────────
+
+
+@dataclass
+class StepCache:
+    """Work that updates may reuse across calls on one problem: g, the Fisher operators, CG solves.
+
+    δ, the accept rule and the line-search settings change only the cheap line search; damping and
+    CG settings need a new CG solve but not a new gradient or Fisher operator.
+    """
+
+    problem: UpdateProblem | None = None
+    grad: Tensor | None = None
+    surrogate_old: float = NAN  # L(θ_old), from the same pass as the gradient
+    fvp: Callable[[Tensor], Tensor] | None = None  # the analytic Fisher's (kept for the explorer)
+    fvps: dict[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
+    solves: dict[tuple, Direction] = field(default_factory=dict)
+
+    def bind(self, problem: UpdateProblem) -> None:
+        """Start afresh when the problem changes."""
+        if self.problem is not problem:
+            self.problem, self.grad, self.fvp, self.fvps, self.solves = problem, None, None, {}, {}
+            self.surrogate_old = NAN
+        if self.grad is None:
+            self.surrogate_old, self.grad = surrogate_and_gradient(problem)
+
+    def fisher(self, kind: str) -> Callable[[Tensor], Tensor]:
+        if kind == "analytic" and self.fvp is not None:
+            return self.fvp
+        if kind not in self.fvps:
+            self.fvps[kind] = FISHERS[kind](self.problem)
+        if kind == "analytic":
+            self.fvp = self.fvps[kind]
+        return self.fvps[kind]
+
+    def direction(self, settings: StepSettings) -> Direction:
+        s = settings
+        natural = s.update in ("trpo", "npg")
+        key = ((s.update == "pg"), s.fisher, float(s.damping)) + (
+            (s.cg_iters, float(s.cg_tol)) if natural else ())
+        if key not in self.solves:
+            fvp = self.fisher(s.fisher)
+            self.solves[key] = (natural_direction(self.grad, fvp, s.damping, s.cg_iters, s.cg_tol)
+                                if natural else gradient_direction(self.grad, fvp, s.damping))
+        return self.solves[key]
+
+
+def _evaluator(problem: UpdateProblem, surrogate_old: float, direction: str) -> Evaluate:
+    def evaluate(theta: Tensor) -> tuple[float, float, float]:
+        with torch.no_grad():
+            value, kls = surrogate_and_kls(problem, theta, direction)
+        return float(value) - surrogate_old, float(kls.mean()), float(kls.max())
+    return evaluate
+
+
+def _trust_region_step(problem: UpdateProblem, s: StepSettings, cache: StepCache) -> StepReport:
+    """trpo, npg and pg: direction → scale → (line search | take the full step)."""
+    g, theta_old = cache.grad, problem.theta_old
     grad_norm = float(g.norm())
 
     def rejected(reason: str, **found) -> StepReport:
-        return StepReport(settings, False, reason, theta_old, theta_old, g, grad_norm, **found)
+        return StepReport(s, False, reason, theta_old, theta_old, g, grad_norm, **found)
 
     if not math.isfinite(grad_norm):
         return rejected("the policy gradient g is not finite")
     if grad_norm == 0.0:
-        return rejected("the policy gradient g is zero (are all advantages zero?)")
-
-    key = (float(damping), cg_iters, float(cg_tol))
-    if key not in cache.solves:
-        if cache.fvp is None:
-            cache.fvp = fisher_operator(problem)
-        fvp = cache.fvp
-
-        def damped(v: Tensor) -> Tensor:
-            return fvp(v) + damping * v
-
-        cg = conjugate_gradient(damped, g, cg_iters, cg_tol)
-        cache.solves[key] = (cg, float(cg.x @ damped(cg.x)))
-    cg, sAs = cache.solves[key]
-    s = cg.x
-    found: dict = dict(direction=s, cg=cg, sAs=sAs)
-    if not (torch.isfinite(s).all() and math.isfinite(sAs)):
-        return rejected("the CG solution or sᵀ(F+damping·I)s is not finite", **found)
-    if sAs <= 0.0:
-        return rejected(f"sᵀ(F+damping·I)s = {sAs:.3g} ≤ 0: the Fisher model is not positive "
+        why = problem.degenerate or "are all advantages zero?"
+        return rejected(f"the policy gradient g is zero ({why})")
+    d = cache.direction(s)
+    found: dict = dict(direction=d.s, cg=d.cg, sAs=d.sAs)
+    if not (torch.isfinite(d.s).all() and math.isfinite(d.sAs)):
+        return rejected("the search direction or sᵀ(F+damping·I)s is not finite", **found)
+    if d.sAs <= 0.0:
+        return rejected(f"sᵀ(F+damping·I)s = {d.sAs:.3g} ≤ 0: the Fisher model is not positive "
                         "along s (singular F with damping 0?)", **found)
-    full_step, beta = natural_step(s, sAs, max_kl)
+    full_step, beta = natural_step(d.s, d.sAs, s.max_kl)
     predicted = float(g @ full_step)
     found.update(beta=beta, full_step=full_step, predicted_improvement=predicted)
+    evaluate = _evaluator(problem, cache.surrogate_old, s.kl_direction)
 
-    surrogate_old = cache.surrogate_old
-    with torch.no_grad():
-        def evaluate(theta: Tensor) -> tuple[float, float]:
-            gain, kl = surrogate_and_kl(problem, theta)
-            return float(gain) - surrogate_old, float(kl)
+    def accept(gain: float, kl: float, max_state_kl: float, expected: float) -> str:
+        return accept_reason(gain, kl, max_state_kl, expected, s.max_kl, s.accept_rule,
+                             s.kl_constraint, s.accept_ratio)
 
+    if s.update == "trpo":
         theta_new, trials = backtracking_line_search(evaluate, theta_old, full_step, predicted,
-                                                     max_kl, backtrack_coef, backtrack_iters)
+                                                     s.max_kl, s.backtrack_coef, s.backtrack_iters,
+                                                     accept)
+    else:  # npg, pg: the full step, evaluated once so the report says what it did
+        gain, kl, max_state_kl = evaluate(theta_old + full_step)
+        finite = math.isfinite(gain) and math.isfinite(kl)
+        reason = "accepted" if finite else f"non-finite surrogate gain {gain} or KL {kl}"
+        theta_new = theta_old + full_step if finite else theta_old
+        trials = [Trial(1.0, gain, kl, predicted, finite, reason, max_state_kl)]
     found["trials"] = trials
-    if not trials[-1].accepted:
-        return rejected(f"no line-search trial accepted in {len(trials)} "
-                        f"(last: {trials[-1].reason})", **found)
     last = trials[-1]
-    return StepReport(settings, True, f"accepted at fraction {last.fraction:.3g}", theta_old,
-                      theta_new, g, grad_norm, kl=last.kl, surrogate_gain=last.surrogate_gain,
-                      step_fraction=last.fraction, **found)
+    if not last.accepted:
+        what = f"no line-search trial accepted in {len(trials)}" if s.update == "trpo" else \
+            "the full step was not taken"
+        return rejected(f"{what} (last: {last.reason})", **found)
+    where = f"at fraction {last.fraction:.3g}" if s.update == "trpo" else "(full step, no line search)"
+    return StepReport(s, True, f"accepted {where}", theta_old, theta_new, g, grad_norm, kl=last.kl,
+                      surrogate_gain=last.surrogate_gain, step_fraction=last.fraction,
+                      max_state_kl=last.max_state_kl, **found)
+
+
+def _ppo_step(problem: UpdateProblem, s: StepSettings, cache: StepCache,
+              generator: torch.Generator | None) -> StepReport:
+    g, theta_old = cache.grad, problem.theta_old
+    grad_norm = float(g.norm())
+    if grad_norm == 0.0 or not math.isfinite(grad_norm):
+        why = problem.degenerate or "are all advantages zero?"
+        what = "zero" if grad_norm == 0.0 else "not finite"
+        return StepReport(s, False, f"the policy gradient g is {what} ({why})", theta_old, theta_old, g,
+                          grad_norm)
+    result = ppo_clip_update(problem, s.ppo_clip, s.ppo_epochs, s.ppo_minibatch_size, s.ppo_lr,
+                             generator)
+    gain, kl, max_state_kl = _evaluator(problem, cache.surrogate_old, s.kl_direction)(result.theta)
+    step = result.theta - theta_old
+    finite = math.isfinite(gain) and math.isfinite(kl) and bool(torch.isfinite(step).all())
+    common = dict(full_step=step, predicted_improvement=float(g @ step), ppo_epoch_losses=result.losses,
+                  ppo_clip_fraction=result.clip_fraction)
+    if not finite:
+        return StepReport(s, False, f"non-finite surrogate gain {gain} or KL {kl} after PPO",
+                          theta_old, theta_old, g, grad_norm, **common)
+    return StepReport(s, True, f"accepted after {s.ppo_epochs} PPO epochs", theta_old, result.theta, g,
+                      grad_norm, kl=kl, surrogate_gain=gain, step_fraction=1.0,
+                      max_state_kl=max_state_kl, **common)
+
+
+def update_step(problem: UpdateProblem, settings: StepSettings | None = None,
+                cache: StepCache | None = None, generator: torch.Generator | None = None
+                ) -> StepReport:
+    """One update of θ_old on `problem` by the rule `settings.update`; returns a `StepReport`
+    (θ_new is `report.theta_new`). A rejected step leaves θ_new = θ_old bitwise, and `report.reason`
+    says why. Pass a `StepCache` to reuse the gradient, the Fisher operator and CG solves across calls
+    on the same problem (the explorer does); `generator` drives ppo-clip's minibatches."""
+    settings = StepSettings() if settings is None else settings
+    if not isinstance(settings, StepSettings):
+        raise ConfigError(f"settings = {settings!r} is not allowed: give a StepSettings (or a "
+                          "TRPOConfig) or None")
+    settings = settings.step_settings()
+    cache = StepCache() if cache is None else cache
+    cache.bind(problem)
+    if settings.update == "ppo-clip":
+        return _ppo_step(problem, settings, cache, generator)
+    return _trust_region_step(problem, settings, cache)
+
+
+def timed_update_step(problem: UpdateProblem, settings: StepSettings, cache: StepCache | None = None,
+                      generator: torch.Generator | None = None) -> tuple[StepReport, float]:
+    """`update_step` and the seconds it took."""
+    start = time.perf_counter()
+    report = update_step(problem, settings, cache, generator)
+    return report, time.perf_counter() - start
+
+
+def trpo_step(problem: UpdateProblem, settings: StepSettings | None = None,
+              cache: StepCache | None = None, **overrides) -> StepReport:
+    """One TRPO update: `update_step` with the rule "trpo". Settings come from `settings` (a
+    `StepSettings` or `TRPOConfig`, default `StepSettings()`), changed by keyword `overrides`, e.g.
+    `trpo_step(problem, max_kl=0.02, damping=0.1)`."""
+    if settings is not None and not isinstance(settings, StepSettings):
+        raise ConfigError(f"trpo_step: settings = {settings!r} is not allowed: give a StepSettings "
+                          "(keyword arguments such as max_kl=0.01 set single fields)")
+    base = (settings or StepSettings()).step_settings()
+    settings = base.replace(update="trpo", **overrides)
+    return update_step(problem, settings, cache)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..trust_region import StepCache, StepReport, fisher_operator, trpo_step
+from ..settings import StepSettings, slider_ranges
+from ..trust_region import StepCache, StepReport, update_step
 from .landscape import (
-    DELTA_RANGE,
     GRID,
     ExactFisher,
     Grid,
@@ -41,25 +41,16 @@ from .landscape import (
 )
 from .snapshots import Snapshot
 
-RANGES: dict[str, tuple[float, float]] = {
-    "max_kl": DELTA_RANGE, "damping": (1e-4, 1.0), "cg_iters": (1, 50),
-    "backtrack_coef": (0.3, 0.95), "backtrack_iters": (1, 30),
-}
-"""What the explorer's sliders span (and what `Settings` accepts)."""
+RANGES: dict[str, tuple[float, float]] = slider_ranges()
+"""What the explorer's sliders span (and what `Settings` accepts), from `StepSettings`' metadata."""
 
 
 @dataclass(frozen=True)
-class Settings:
-    """One position of the explorer's sliders: the arguments of `trpo_step`."""
+class Settings(StepSettings):
+    """One position of the explorer's controls: `StepSettings` whose slider fields lie in their
+    sliders' ranges."""
 
-    max_kl: float = 0.01
-    damping: float = 0.1
-    cg_iters: int = 10
-    backtrack_coef: float = 0.8
-    backtrack_iters: int = 10
-    cg_tol: float = 1e-10
-
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for name, (lo, hi) in RANGES.items():
             value = getattr(self, name)
             integer = isinstance(lo, int)
@@ -68,25 +59,21 @@ class Settings:
                 kind = "an integer" if integer else "a number"
                 raise ValueError(f"explorer setting {name} = {value!r} is not allowed: must be {kind} "
                                  f"in [{lo:g}, {hi:g}] (the slider's range)")
-        if not (isinstance(self.cg_tol, (int, float)) and self.cg_tol > 0):
-            raise ValueError(f"explorer setting cg_tol = {self.cg_tol!r} is not allowed: must be > 0")
+        super().validate()
 
     @property
-    def direction_key(self) -> tuple[float, int, float]:
-        """What the search direction s depends on (the `StepCache` key of the CG solve)."""
-        return (float(self.damping), int(self.cg_iters), float(self.cg_tol))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def direction_key(self) -> tuple[float, int, float, str]:
+        """What the search direction s depends on (damping, CG iterations and tolerance, Fisher)."""
+        return (float(self.damping), int(self.cg_iters), float(self.cg_tol), self.fisher)
 
     @classmethod
     def from_config(cls, config: dict) -> Settings:
-        """The sliders at a training run's settings (clipped into the slider ranges)."""
-        values = {}
+        """The controls at a training run's settings (slider fields clipped into their ranges)."""
+        values = {name: config[name] for name in StepSettings().as_dict() if name in config}
         for name, (lo, hi) in RANGES.items():
-            if name in config:
-                values[name] = type(lo)(min(max(config[name], lo), hi))
-        return cls(**values, cg_tol=float(config.get("cg_tol", 1e-10)))
+            if name in values:
+                values[name] = type(lo)(min(max(values[name], lo), hi))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -170,12 +157,11 @@ class ExplorerSession:
         return self._states[name]
 
     def compute(self, name: str, settings: Settings) -> Frame:
-        """Run `trpo_step` with the settings (the same function training calls) and gather views."""
+        """Run the TRPO rule with the settings (`update_step`, the function training calls) and gather
+        the views."""
         st = self.state(name)
         solves = len(st.cache.solves)
-        report = trpo_step(st.problem, settings.max_kl, settings.damping, settings.cg_iters,
-                           settings.cg_tol, settings.backtrack_coef, settings.backtrack_iters,
-                           cache=st.cache)
+        report = update_step(st.problem, settings.replace(update="trpo"), cache=st.cache)
         self.work["trpo_step"] += 1
         self.work["cg_solve"] += len(st.cache.solves) - solves
         if report.direction is None or not math.isfinite(report.sAs) or report.sAs <= 0:
@@ -191,7 +177,8 @@ class ExplorerSession:
             _remember(st.curves, (key, scale), step_curve(st.problem, s, t))
         if key not in st.planes:
             self.work["plane"] += 1
-            _remember(st.planes, key, slice_plane(s, report.grad, st.cache.fvp, settings.damping))
+            _remember(st.planes, key, slice_plane(s, report.grad, st.cache.fisher(settings.fisher),
+                                                       settings.damping))
         plane = st.planes[key]
         if (key, scale) not in st.grids:
             self.work["grid"] += 1
@@ -208,9 +195,7 @@ class ExplorerSession:
                           f"(> {self.exact_max_params}; a P×P matrix and P Fisher products)")
         if st.fisher is None:
             self.work["exact_fisher"] += 1
-            if st.cache.fvp is None:
-                st.cache.fvp = fisher_operator(st.problem)
-            st.fisher = exact_fisher(st.cache.fvp, n, st.problem.theta_old.dtype)
+            st.fisher = exact_fisher(st.cache.fisher("analytic"), n, st.problem.theta_old.dtype)
         key = settings.direction_key
         if key not in st.exact:
             self.work["exact_comparison"] += 1

@@ -127,7 +127,7 @@ def line_search_update(report: StepReport, curve: StepCurve | None = None,
                        problem: UpdateProblem | None = None) -> Update:
     """The line-search view's data: real L and KL̄ along x·βs (the curve, joined by the trials
     themselves), g·(xβs), ½(xβ)²sᵀFs, ½(xβ)²sᵀ(F+λI)s = x²δ, δ, and the trials."""
-    delta, damping = report.settings["max_kl"], report.settings["damping"]
+    delta, damping = report.settings.max_kl, report.settings.damping
     has_step = _has_step(report)
     if has_step and curve is None and problem is not None:
         scale = view_scale(delta)
@@ -202,7 +202,7 @@ def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Gr
     """The slice θ_old + a·ŝ + b·v̂ of the plane span{s, g} (v̂: g made (F+λI)-conjugate to ŝ, so
     the model ellipse is axis-aligned): contours of the real surrogate gain, the real KL̄ = δ
     contour, the model ellipse, the gradient / natural / accepted steps."""
-    delta, damping = report.settings["max_kl"], report.settings["damping"]
+    delta, damping = report.settings.max_kl, report.settings.damping
     has_step = _has_step(report)
     if has_step and plane is None and problem is not None:
         plane = slice_plane(report.direction, report.grad, fisher_operator(problem), damping)
@@ -283,7 +283,7 @@ def _cg_base() -> go.Figure:
 def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
               ) -> Update:
     """‖r_k‖ per CG iteration; with the exact F: ‖x_k − x*‖/‖x*‖ and F's eigenvalues vs λ."""
-    damping, tol = report.settings["damping"], report.settings["cg_tol"]
+    damping, tol = report.settings.damping, report.settings.cg_tol
     norms = report.cg.residual_norms if report.cg is not None else NONE
     traces = {"CG residual ‖r_k‖": dict(x=list(range(len(norms))), y=norms),
               "stop: ‖r‖² < cg_tol": dict(x=[0, max(len(norms) - 1, 1)], y=[math.sqrt(tol)] * 2)}
@@ -313,9 +313,9 @@ def cg_title_update(report: StepReport) -> Update:
     cg, st = report.cg, report.settings
     stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
     return {"layout": {"title": {"text": (
-        f"Conjugate gradient · λ = {st['damping']:.3g}, cg_iters = {st['cg_iters']}: {stop} "
-        f"· the same s for every δ (now {st['max_kl']:.3g}) and line search (coef "
-        f"{st['backtrack_coef']:.3g}, ≤ {st['backtrack_iters']} trials)")}}}
+        f"Conjugate gradient · λ = {st.damping:.3g}, cg_iters = {st.cg_iters}: {stop} "
+        f"· the same s for every δ (now {st.max_kl:.3g}) and line search (coef "
+        f"{st.backtrack_coef:.3g}, ≤ {st.backtrack_iters} trials)")}}}
 
 
 def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
@@ -330,13 +330,13 @@ def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_no
 def summary_rows(report: StepReport) -> list[tuple[str, str]]:
     """(quantity, value) rows of the summary view, with 4 significant digits."""
     s, cg = report.direction, report.cg
-    sFs = report.sAs - report.settings["damping"] * float(s @ s) if s is not None else math.nan
+    sFs = report.sAs - report.settings.damping * float(s @ s) if s is not None else math.nan
     return [
         ("verdict", "accepted" if report.accepted else "rejected"),
         ("why", report.reason),
-        ("δ (max KL)", fmt(report.settings["max_kl"])),
-        ("damping λ", fmt(report.settings["damping"])),
-        ("CG iterations", f"{cg.iterations} of {report.settings['cg_iters']} ({cg.stopped})"
+        ("δ (max KL)", fmt(report.settings.max_kl)),
+        ("damping λ", fmt(report.settings.damping)),
+        ("CG iterations", f"{cg.iterations} of {report.settings.cg_iters} ({cg.stopped})"
          if cg is not None else "—"),
         ("final CG residual", fmt(cg.residual_norms[-1]) if cg is not None else "—"),
         ("β = √(2δ / sᵀ(F+λI)s)", fmt(report.beta)),
@@ -372,7 +372,7 @@ def summary_update(report: StepReport) -> Update:
     """The table of `summary_rows` and the bars (predicted vs actual improvement, KL̄ vs δ)."""
     rows = summary_rows(report)
     color = ACCEPTED if report.accepted else REJECTED
-    delta = report.settings["max_kl"]
+    delta = report.settings.max_kl
     predicted_at = report.step_fraction * report.predicted_improvement if report.accepted else 0.0
     return {"traces": {
         "summary": {"cells": dict(values=[[r[0] for r in rows], [r[1] for r in rows]],
