@@ -11,15 +11,12 @@ flags override the preset, the preset overrides the defaults.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from .config import PRESETS, ConfigError, TRPOConfig, field_docs
-
-RUN_FILES = ("config.json", "checkpoint.pt")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -64,67 +61,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-class MetricsWriter:
-    """Appends one row per iteration to metrics.csv or metrics.jsonl, flushed at once."""
-
-    def __init__(self, run_dir: Path, fmt: str):
-        self.path = run_dir / f"metrics.{fmt}"
-        self.fmt = fmt
-        self.file = self.path.open("a", newline="")
-        self.csv = None
-
-    def write(self, row: dict) -> None:
-        if self.fmt == "jsonl":
-            self.file.write(json.dumps(row) + "\n")
-        else:
-            if self.csv is None:
-                self.csv = csv.DictWriter(self.file, fieldnames=list(row))
-                if self.file.tell() == 0:
-                    self.csv.writeheader()
-            self.csv.writerow(row)
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .train import Trainer, train
+    from .runs import holds_run, run_training
 
     run_dir = Path(args.out)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TRPOConfig)
-                 if getattr(args, f.name) is not None}
-    if args.checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every = {args.checkpoint_every} is not allowed: must be ≥ 1")
-    trainer = None
+    overrides = _overrides(args)
     if args.resume:
-        if not (run_dir / "checkpoint.pt").exists():
-            raise ConfigError(f"--resume: {str(run_dir)!r} holds no checkpoint.pt to resume from")
-        trainer = load_checkpoint(run_dir / "checkpoint.pt", overrides.get("total_steps"))
-        config = trainer.config
+        trainer = run_training(None, run_dir, resume=True, total_steps=overrides.get("total_steps"),
+                               metrics=args.metrics, checkpoint_every=args.checkpoint_every,
+                               progress=not args.no_progress)
     else:
-        if any((run_dir / f).exists() for f in RUN_FILES):
+        if holds_run(run_dir):
             raise ConfigError(f"--out {str(run_dir)!r} already holds a run; pass --resume to "
                               "continue it or choose another directory")
-        config = (TRPOConfig.from_preset(args.preset, **overrides) if args.preset
-                  else TRPOConfig().replace(**overrides))
-        trainer = Trainer(config)  # fails on a bad env before anything is written
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    writer = MetricsWriter(run_dir, args.metrics)
-    try:
-        trainer = train(config, trainer=trainer, progress=not args.no_progress,
-                        callback=lambda record, _: writer.write(record.as_dict()),
-                        checkpoint_path=str(run_dir / "checkpoint.pt"),
-                        checkpoint_every=args.checkpoint_every)
-    finally:
-        writer.close()
+        trainer = run_training(_base_config(args, overrides), run_dir, metrics=args.metrics,
+                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    config = trainer.config
     last = trainer.history[-1] if trainer.history else None
     if last is not None:
         print(f"{config.env_id}: {trainer.steps} steps, {trainer.iteration} iterations, "
               f"mean return (last 20 episodes) {last.mean_return:.1f}; run saved in {run_dir}")
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TRPOConfig)
+            if getattr(args, f.name) is not None}
+
+
+def _base_config(args: argparse.Namespace, overrides: dict) -> TRPOConfig:
+    """The preset, else the --config file (a config.json), else the defaults; then the flags."""
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"--config {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {str(path)!r} is not JSON: {e}") from e
+        return TRPOConfig.from_dict({**data, **overrides})
+    if args.preset:
+        return TRPOConfig.from_preset(args.preset, **overrides)
+    return TRPOConfig().replace(**overrides)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
