@@ -337,3 +337,56 @@ def trial_dirs(out: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> lis
 def config_of(out: str | os.PathLike, row: Mapping[str, Any]) -> TRPOConfig:
     """The config a row's trial ran with."""
     return TRPOConfig.from_dict(json.loads((Path(out) / Path(row["history"]).parent / CONFIG).read_text()))
+
+
+def parse_value(name: str, text: str) -> Any:
+    """One value of field `name` written on a command line: numbers, true/false, strings, and
+    tuples as 64x64 (`()` for none)."""
+    kind = _fields()[name]
+    try:
+        if kind == "bool":
+            if text.lower() not in ("true", "false"):
+                raise ValueError("write true or false")
+            return text.lower() == "true"
+        if kind.startswith("tuple"):
+            return [] if text in ("()", "") else [int(h) for h in text.split("x")]
+        return {"int": int, "float": float}.get(kind, str)(text)
+    except ValueError as e:
+        raise SweepError(f"{name} = {text!r} is not a {kind}: {e}") from e
+
+
+def _split(item: str, flag: str) -> tuple[str, str]:
+    name, sep, values = item.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep:
+        raise SweepError(f"{flag} {item!r}: write FIELD=VALUES, e.g. max_kl=0.003,0.01")
+    _check_field(name, flag)
+    if not values.strip():
+        raise SweepError(f"{flag} {name!r} has no values: give at least one")
+    return name, values
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`["max_kl=0.003,0.01", "damping=0.1,1"]` → {"max_kl": [0.003, 0.01], "damping": [0.1, 1.0]}."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, values = _split(item, "--grid")
+        grid[name] = [parse_value(name, v.strip()) for v in values.split(",") if v.strip()]
+    return grid
+
+
+def parse_sample(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`["max_kl=loguniform:0.001:0.1", "update=choice:trpo,npg"]` → distributions for `SweepSpec`."""
+    sample: dict[str, list[Any]] = {}
+    for item in items:
+        name, text = _split(item, "--sample")
+        dist, _, rest = text.partition(":")
+        if dist == "choice":
+            sample[name] = [dist, [parse_value(name, v.strip()) for v in rest.split(",") if v.strip()]]
+        else:
+            try:
+                sample[name] = [dist, *(float(v) if dist != "randint" else int(v) for v in rest.split(":"))]
+            except ValueError as e:
+                raise SweepError(f"--sample {item!r}: {dist} takes numbers, e.g. {name}=uniform:0.1:1 "
+                                 f"({e})") from e
+    return sample

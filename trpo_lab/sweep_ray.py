@@ -48,6 +48,10 @@ def _trainable(params: dict[str, Any]) -> None:
     run_trial(TRPOConfig.from_dict(trial["config"]), trial["run_dir"], callback=report)
 
 
+def _trial_id(trial) -> str:
+    return trial.config["trial"]["id"]
+
+
 def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool, asha_grace: int,
             done: Callable[[Any, dict[str, Any]], None]) -> None:
     """Run `todo` as Tune trials; `done(trial, result)` as each finishes (in this process). Trials
@@ -95,7 +99,9 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
             tune.with_resources(_trainable, {"cpu": 1}),
             param_space={"trial": tune.grid_search(space)},
             tune_config=tune.TuneConfig(metric="mean_return", mode="max", scheduler=scheduler,
-                                        max_concurrent_trials=None if address else workers),
+                                        max_concurrent_trials=None if address else workers,
+                                        reuse_actors=True, trial_name_creator=_trial_id,
+                                        trial_dirname_creator=_trial_id),
             run_config=tune.RunConfig(name="tune", storage_path=str((out / "ray").resolve()), verbose=0,
                                       callbacks=[Finished()]),
         )
