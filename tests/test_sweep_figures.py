@@ -23,7 +23,8 @@ for i, (kl, damping) in enumerate([(0.01, 0.1), (0.01, 1.0), (0.03, 0.1), (0.03,
         trial = f"{i:03d}-s{seed}"
         returns = [math.nan, 10.0 * (i + 1) + seed, 20.0 * (i + 1) + 2 * seed]
         HISTORIES[trial] = history(returns, seconds=1.0 + seed)
-        ROWS.append({"trial": trial, "max_kl": kl, "damping": damping, "seed": seed, "final_return": returns[-1],
+        ROWS.append({"trial": trial, "max_kl": kl, "damping": damping, "seed": seed,
+                     "final_return": returns[-1],
                      "history": f"trials/{trial}/metrics.csv"})
 
 

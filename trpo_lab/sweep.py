@@ -308,6 +308,9 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, backend: str = "local"
     return rows
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # one thread per worker
+
+
 def _init_worker() -> None:
     import torch
     torch.set_num_threads(1)
@@ -319,14 +322,21 @@ def _run_local(todo: list[Trial], out: Path, workers: int, done: Callable) -> No
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})  # for the workers, spawned while the pool runs
+    pool = ProcessPoolExecutor(min(workers, len(todo)), initializer=_init_worker,
+                               mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = {pool.submit(run_trial, t.config, str(out / TRIALS / t.id)): t for t in todo}
         for future in as_completed(futures):
             done(futures[future], future.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def trial_dirs(out: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> list[Path]:

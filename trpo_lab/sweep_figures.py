@@ -79,7 +79,8 @@ def heatmap_figure(rows: Sequence[Mapping[str, Any]], x: str, y: str, value: str
         raise ValueError("heatmap_figure: the table has no rows")
     for f in (x, y):
         if f not in rows[0]:
-            raise ValueError(f"heatmap_figure: {f!r} is not a column of the table; columns are {list(rows[0])}")
+            raise ValueError(f"heatmap_figure: {f!r} is not a column of the table; "
+                             f"columns are {list(rows[0])}")
     xs, ys, z, spread = heatmap_cells(rows, x, y, value)
     custom = [[[s[0], s[1], s[2], s[3]] for s in line] for line in spread]
     text = [[f"{v:.1f}" if math.isfinite(v) else "" for v in line] for line in z]
