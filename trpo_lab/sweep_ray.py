@@ -12,6 +12,7 @@ their run folders there.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
             done: Callable[[Any, dict[str, Any]], None]) -> None:
     """Run `todo` as Tune trials; `done(trial, result)` as each finishes (in this process). Trials
     ASHA stopped get a result.json with status 'stopped' from what they wrote so far."""
+    # Tune's own result files (CSV, JSON, TensorBoard) and console tables: the sweep folder has the table
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
     from ray import tune
 
@@ -77,7 +81,11 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
                 history = read_metrics(run_dir)
             except FileNotFoundError:
                 return
-            result = {**summarize(history), "wall_clock_s": math.nan, "status": "stopped"}
+            config = by_id[trial_id].config
+            full = config.total_steps // config.batch_steps * config.batch_steps
+            summary = summarize(history)  # stopped at its last report: maybe the run's last iteration
+            result = {**summary, "wall_clock_s": math.nan,
+                      "status": "finished" if summary["steps"] >= full else "stopped"}
             write_json(run_dir / "result.json", result)
         reported.add(trial_id)
         done(by_id[trial_id], result)
@@ -90,7 +98,7 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
     scheduler = None
     if asha:
         from ray.tune.schedulers import ASHAScheduler
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(iterations, 1),
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=iterations + 1,
                                   grace_period=asha_grace, reduction_factor=2)
     space = [{"id": t.id, "config": t.config.to_dict(), "run_dir": str((out / "trials" / t.id).resolve())}
              for t in todo]
