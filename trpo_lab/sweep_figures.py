@@ -133,7 +133,8 @@ def curves_figure(rows: Sequence[Mapping[str, Any]], histories: Mapping[str, Seq
         name = label(dict(zip(fields, values)))
         color = COLORS[i % len(COLORS)]
         xs, mean, lo, hi = _band([histories[m["trial"]] for m in members], column, x)
-        fig.add_trace(go.Scatter(x=list(xs) + list(xs)[::-1], y=_none(hi) + _none(lo)[::-1], fill="toself",
+        fig.add_trace(go.Scatter(x=list(xs) + list(xs)[::-1], y=_none(hi) + _none(lo)[::-1],
+                                 fill="toself", mode="lines",
                                  fillcolor=color, opacity=0.2, line=dict(width=0), hoverinfo="skip",
                                  showlegend=False, legendgroup=name,
                                  meta={"id": f"band:{name}", "setting": name, "seeds": len(members)}))
