@@ -270,7 +270,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, *, backend: str = "local"
     `on_trial(row)` runs in this process as each trial finishes."""
     if backend not in BACKENDS:
         raise SweepError(f"backend = {backend!r} is not allowed: must be one of {BACKENDS}")
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepError(f"workers = {workers!r} is not allowed: must be an integer ≥ 1")
     if asha and backend != "ray":
@@ -318,7 +318,8 @@ def _init_worker() -> None:
 
 def _run_local(todo: list[Trial], out: Path, workers: int, done: Callable) -> None:
     """Each trial in a process of a pool of `workers` (spawned: safe beside torch's threads and in
-    Jupyter); an interrupt cancels what has not started."""
+    Jupyter). An interrupt (or a trial's error) cancels what has not started and ends the running
+    trials; their folders are started afresh on resume."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -330,6 +331,10 @@ def _run_local(todo: list[Trial], out: Path, workers: int, done: Callable) -> No
         futures = {pool.submit(run_trial, t.config, str(out / TRIALS / t.id)): t for t in todo}
         for future in as_completed(futures):
             done(futures[future], future.result())
+    except BaseException:  # an interrupt or a failed trial: stop the running trials too
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for k, v in saved.items():

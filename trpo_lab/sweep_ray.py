@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
                                         max_concurrent_trials=None if address else workers,
                                         reuse_actors=True, trial_name_creator=_trial_id,
                                         trial_dirname_creator=_trial_id),
-            run_config=tune.RunConfig(name="tune", storage_path=str((out / "ray").resolve()), verbose=0,
+            run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=str((out / "ray").resolve()), verbose=0,
                                       callbacks=[Finished()]),
         )
         grid = tuner.fit()
