@@ -15,7 +15,11 @@ from test_sweep import BASE, GRID, local_sweep, without_time  # noqa: F401  (fix
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception:  # Ray's 30 s start-up wait can run out on a loaded machine: one more try
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
