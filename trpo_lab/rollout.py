@@ -185,8 +185,15 @@ class Sampler:
                 self.obs = obs
                 if t + 1 < T:  # the last obs is folded into the statistics by the next collect
                     obs_buf[t + 1] = self._policy_input(obs, update=True)
+        with np.errstate(over="ignore"):
+            rew32 = rew.astype(np.float32)
+        if not np.isfinite(rew32).all():
+            t, i = np.argwhere(~np.isfinite(rew32))[0]
+            raise EnvError(f"reward {rew[t, i]:.3g} at rollout step {t} is too large for the batch's "
+                           f"float32 (largest {np.finfo(np.float32).max:.3g}): scale the rewards down "
+                           "(e.g. gymnasium.wrappers.TransformReward)")
         return Batch(torch.from_numpy(obs_buf), torch.from_numpy(act_buf),
-                     torch.from_numpy(rew.astype(np.float32)), torch.from_numpy(next_buf),
+                     torch.from_numpy(rew32), torch.from_numpy(next_buf),
                      torch.from_numpy(term), torch.from_numpy(ends), returns, lengths)
 
     def state_dict(self) -> dict:

@@ -8,6 +8,7 @@ mutates the value network; it never touches the policy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,13 +28,49 @@ class ValueFitReport:
     updates: int  # optimiser steps taken
 
 
+ROUNDING_ULPS = 64
+"""Targets whose spread is below this many machine epsilons of their magnitude are rounding noise."""
+
+
+class ValueFitError(ValueError):
+    """The value fit met a loss that is not a finite number (see `fit_value`)."""
+
+
 def explained_variance(predictions: Tensor, targets: Tensor) -> float:
-    """1 − Var(targets − predictions) / Var(targets): 1 is perfect, 0 is no better than a constant
-    (NaN when the targets have no variance)."""
-    var = float(targets.var(unbiased=False)) if targets.numel() > 1 else 0.0
-    if var == 0.0:
+    """1 − Var(R̂ − V) / Var(R̂): 1 is perfect, 0 is no better than a constant.
+
+    NaN when the targets have no variance to explain: fewer than two of them, or a spread that is
+    rounding noise, std(R̂) ≤ 64·ε·(max|R̂| + max|V|) with ε the dtype's machine epsilon (1.2e-7 in
+    float32). R̂ = Â + V is computed from numbers of that magnitude, so a spread of a few dozen units
+    in their last place carries no signal; one-step episodes with a constant reward give exactly that,
+    and dividing by it reported −1.9e13.
+    """
+    if targets.numel() < 2:
+        return float("nan")
+    var = float(targets.var(unbiased=False))
+    scale = float(targets.abs().max()) + float(predictions.abs().max())
+    if not math.sqrt(var) > ROUNDING_ULPS * torch.finfo(targets.dtype).eps * scale:
         return float("nan")
     return 1.0 - float((targets - predictions).var(unbiased=False)) / var
+
+
+def _check_loss(loss: float, when: str, targets: Tensor, predictions: Tensor, updates: int) -> None:
+    """Raise `ValueFitError` when the value loss is not finite, saying where it came from."""
+    if math.isfinite(loss):
+        return
+    info = torch.finfo(targets.dtype)
+    if not torch.isfinite(predictions).all():
+        raise ValueFitError(
+            f"the value loss {when} fitting is {loss}: the value net's predictions are not finite "
+            f"(after {updates} updates); lower vf_lr or scale the rewards down")
+    big_r, big_v = float(targets.abs().max()), float(predictions.abs().max())
+    raise ValueFitError(
+        f"the value loss mean (V(s) − R̂)² {when} fitting is {loss} although the targets and "
+        f"predictions are finite: max |R̂| = {big_r:.3g} and max |V| = {big_v:.3g} are too large for "
+        f"{targets.dtype}, whose largest number is {info.max:.3g}, so the squared errors overflow "
+        + ("and the value net would silently stop learning. The rewards are too large: scale them "
+           "down (e.g. gymnasium.wrappers.TransformReward)" if when == "before" else
+           f"after {updates} updates: the fit diverged; lower vf_lr or scale the rewards down"))
 
 
 def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
@@ -52,7 +89,11 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
               generator: torch.Generator | None = None) -> ValueFitReport:
     """Fit V_φ to `targets` [B] at `obs` [B, obs_dim]: `epochs` passes of minibatch Adam, or
     `epochs` full-batch L-BFGS calls (up to `LBFGS_ITERS` iterations each) when `optimizer` is
-    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls."""
+    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls.
+
+    Raises `ValueFitError` when the loss is not finite, before fitting (targets so large that their
+    squares overflow: rewards of 1e30 give targets of ~1e31; Adam's √v would be inf and every update
+    0, freezing the net without a word) or after it (the fit diverged)."""
     if obs.shape[0] != targets.shape[0] or targets.ndim != 1:
         raise ValueError(f"obs {tuple(obs.shape)} and targets {tuple(targets.shape)}: "
                          "targets must be [B] with B = obs.shape[0]")
@@ -64,6 +105,7 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
     with torch.no_grad():
         before = value_fn(obs)
     loss_before = float(((before - targets) ** 2).mean())
+    _check_loss(loss_before, "before", targets, before, 0)
     n, updates = obs.shape[0], 0
     if isinstance(optimizer, torch.optim.LBFGS):
         def closure() -> Tensor:
@@ -101,5 +143,7 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
                 optimizer.step()
                 updates += 1
     with torch.no_grad():
-        loss_after = float(((value_fn(obs) - targets) ** 2).mean())
+        after = value_fn(obs)
+    loss_after = float(((after - targets) ** 2).mean())
+    _check_loss(loss_after, "after", targets, after, updates)
     return ValueFitReport(loss_before, loss_after, explained_variance(before, targets), updates)
