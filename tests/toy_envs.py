@@ -63,3 +63,8 @@ class MatchTargetsEnv(gym.Env):
         self.t += 1
         self._draw()
         return self._obs(), reward, False, self.t >= self.length, {}
+
+
+MATCH_TARGETS_ID = "trpo_lab_test/MatchTargets-v0"
+if MATCH_TARGETS_ID not in gym.registry:
+    gym.register(MATCH_TARGETS_ID, entry_point=MatchTargetsEnv)

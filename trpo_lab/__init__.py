@@ -2,7 +2,16 @@
 
 from .advantages import discounted_returns, gae, td_errors
 from .config import PRESETS, ConfigError, TRPOConfig
-from .policies import CategoricalPolicy, GaussianPolicy, PolicySpec, SpaceError, ValueFunction, build_policy
+from .policies import (
+    CategoricalPolicy,
+    GaussianPolicy,
+    MultiCategorical,
+    MultiCategoricalPolicy,
+    PolicySpec,
+    SpaceError,
+    ValueFunction,
+    build_policy,
+)
 from .rollout import EnvError, RunningMeanStd, evaluate_policy, make_vector_env
 from .settings import UPDATE_RULES, StepSettings
 from .train import IterationRecord, Trainer, train
@@ -32,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS", "CGResult", "CategoricalPolicy", "ConfigError", "EnvError", "GaussianPolicy",
-    "IterationRecord", "PolicySpec", "RunningMeanStd", "SpaceError", "StepCache", "StepReport",
+    "IterationRecord", "MultiCategorical", "MultiCategoricalPolicy", "PolicySpec", "RunningMeanStd", "SpaceError", "StepCache", "StepReport",
     "StepSettings", "UPDATE_RULES", "empirical_fisher_operator", "per_state_kl", "update_step",
     "TRPOConfig", "Trainer", "Trial", "UpdateProblem", "ValueFitReport", "ValueFunction",
     "backtracking_line_search", "build_policy", "conjugate_gradient", "discounted_returns",

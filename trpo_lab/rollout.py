@@ -110,7 +110,8 @@ class Sampler:
         self.envs, self.normalizer = envs, normalizer
         self.num_envs = envs.num_envs
         space = envs.single_action_space
-        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.discrete = isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+        self.act_shape = tuple(space.shape)  # () for Discrete, (K,) for MultiDiscrete, (d,) for Box
         self.low = None if self.discrete else space.low
         self.high = None if self.discrete else space.high
         self.obs: np.ndarray | None = None
@@ -150,8 +151,7 @@ class Sampler:
         obs_dim = self.obs.shape[1]
         obs_buf = np.empty((T, N, obs_dim), np.float32)
         next_buf = np.empty((T, N, obs_dim), np.float32)
-        act_buf = np.empty((T, N), np.int64) if self.discrete else \
-            np.empty((T, N, len(self.low)), np.float32)
+        act_buf = np.empty((T, N, *self.act_shape), np.int64 if self.discrete else np.float32)
         rew = np.empty((T, N))
         term = np.empty((T, N), bool)
         ends = np.empty((T, N), bool)
@@ -213,7 +213,7 @@ def run_episode(policy: Policy, env: gym.Env, seed: int, generator: torch.Genera
 
     Actions are clipped to a Box's bounds only when sent to the env; `before_step(t)` is called
     before each step t (the dashboard renders frames there); `max_steps` cuts the episode short."""
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    discrete = isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
     dtype = next(policy.parameters()).dtype
     obs, _ = env.reset(seed=seed)
     total, steps, done = 0.0, 0, False
