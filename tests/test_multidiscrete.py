@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import MULTI_NVEC, small_problem
-from toy_envs import MATCH_TARGETS_ID, MatchTargetsEnv
 from torch.distributions import Categorical, kl_divergence
+from toy_envs import MATCH_TARGETS_ID, MatchTargetsEnv
 
 from trpo_lab import Trainer, TRPOConfig, train
 from trpo_lab.checkpoint import load_agent, load_checkpoint
@@ -60,7 +60,7 @@ def test_the_fisher_equals_the_sum_of_the_components_explicit_fishers():
     F = torch.zeros(theta.numel(), theta.numel(), dtype=F64)
     for i in range(problem.batch_size):
         rows = torch.tensor([i])
-        J = torch.func.jacrev(lambda th: problem.distribution_at(th, rows).logits[0])(theta)
+        J = torch.func.jacrev(lambda th, rows=rows: problem.distribution_at(th, rows).logits[0])(theta)
         probs = problem.old_distribution(rows)
         for (start, n), comp in zip(zip(np.cumsum((0,) + MULTI_NVEC[:-1]), MULTI_NVEC), probs.components):
             p = comp.probs[0]

@@ -155,7 +155,7 @@ def test_huge_rewards_stop_training_with_a_clear_error_and_a_finite_policy():
         assert torch.isfinite(flat_params(trainer.policy)).all()
         assert all(torch.isfinite(p).all() for p in trainer.value.parameters())
     config = TRPOConfig(num_envs=1, batch_steps=256, total_steps=1024)
-    with pytest.raises(EnvError, match=r"reward 1e\+39 at rollout step 0 is too large for the batch's float32"):
+    with pytest.raises(EnvError, match=r"reward 1e\+39 at rollout step 0 is too large for the batch's"):
         train(config, env=ConstantRewardEnv(1e39), progress=False)
 
 

@@ -5,13 +5,17 @@ training showed the plain version to cost more than the arithmetic (issue 5). Ea
 what it replaces, whether it gives the same numbers bitwise or to float rounding, and which test in
 `tests/test_fast_paths.py` holds it to the plain version.
 
-| fast path | replaces | same numbers | test |
-|---|---|---|---|
-| `tanh`, `Tanh` | `torch.tanh`, `nn.Tanh` | to float rounding (≤ 2.5e-7) on ≥ 8,192 elements, bitwise below | `test_tanh_is_torch_tanh_to_float_rounding` |
-| `mlp_forward` | `net(x)` for an `mlp` | bitwise | `test_rollout_forward_is_the_modules_forward_bitwise` |
-| `Adam` | `torch.optim.Adam` (CPU) | bitwise | `test_value_adam_step_is_bitwise_torch_adam` |
-| `mse_and_grads`, `mlp_mse_and_grads` | autograd of the value MSE | to float rounding | `test_written_out_value_gradients_are_autograds`, `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd` |
-| `mean_and_var`, `clip` | `x.mean(0)`, `x.var(0)`, `np.clip` | bitwise | `test_normaliser_statistics_are_numpys_mean_and_var_bitwise`, `test_fast_numpy_helpers_are_numpys_bitwise` |
+- `tanh`, `Tanh` replace `torch.tanh`, `nn.Tanh`: equal to float rounding (≤ 2.5e-7) on tensors
+  of ≥ 8,192 elements, bitwise below (`test_tanh_is_torch_tanh_to_float_rounding`);
+- `mlp_forward` replaces `net(x)` for an `mlp`: bitwise
+  (`test_rollout_forward_is_the_modules_forward_bitwise`);
+- `Adam` replaces `torch.optim.Adam` on CPU: bitwise (`test_value_adam_step_is_bitwise_torch_adam`);
+- `mse_and_grads`, `mlp_mse_and_grads` replace autograd of the value MSE: equal to float rounding
+  (`test_written_out_value_gradients_are_autograds`,
+  `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd`);
+- `mean_and_var`, `clip` replace `x.mean(0)`, `x.var(0)`, `np.clip`: bitwise
+  (`test_normaliser_statistics_are_numpys_mean_and_var_bitwise`,
+  `test_fast_numpy_helpers_are_numpys_bitwise`).
 
 Nothing here is new math: delete a path, call the plain version it names, and the lab still works
 (slower; and where the numbers are only equal to rounding, a run's numbers change in the last bits).

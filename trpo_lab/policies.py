@@ -3,8 +3,8 @@
 A policy maps observations to the *parameters* of its action distribution (`forward`), and turns
 those parameters into a `torch.distributions` object (`distribution`). Keeping the two apart lets the
 trust-region math evaluate the same network at any flat parameter vector θ with
-`torch.func.functional_call`, while rollouts use `sample`, which draws exactly the actions the distribution would without
-building one (through `fast.mlp_forward`; the speed paths live in `fast`).
+`torch.func.functional_call`, while rollouts use `sample`, which draws exactly the actions the
+distribution would without building one (through `fast.mlp_forward`; the speed paths live in `fast`).
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ class MultiCategorical(Distribution):
     def entropy(self) -> Tensor:
         return torch.stack([c.entropy() for c in self.components], -1).sum(-1)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        return torch.stack([c.sample(sample_shape) for c in self.components], -1)
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        return torch.stack([c.sample(torch.Size(sample_shape)) for c in self.components], -1)
 
     @property
     def mode(self) -> Tensor:
