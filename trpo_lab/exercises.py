@@ -11,9 +11,10 @@ everything passed, so a notebook cell reads `assert check_gae(gae)`.
     line_search(problem, full_step, max_kl, backtrack_coef, backtrack_iters) -> θ
     gae(rewards, values, next_values, terminated, episode_ends, gamma, lam) -> Â     (1-D, [T])
 
-Solutions: `trpo_lab.solutions` holds one per exercise. An exercise cell decorated with `@exercise`
-runs the student's code, or the solution when TRPO_LAB_SOLUTIONS=1 (or, unless TRPO_LAB_SOLUTIONS=0,
-under test with TRPO_LAB_FAST=1).
+Solutions: `trpo_lab.solutions` holds one per exercise. An exercise cell decorated with `@exercise` runs
+the student's code, or — loudly, and then it scores 0 — the reference for the exercises named in
+TRPO_LAB_SOLUTIONS or `use_reference(...)` (see `trpo_lab.grading`). A student's function that calls
+trpo_lab's own implementation of the exercise fails its check with a message saying so.
 """
 
 from __future__ import annotations
@@ -21,127 +22,37 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from . import trust_region as tr
+from . import advantages as adv, cg, problem as pr, trust_region as tr
 from .advantages import gae as reference_gae
+from .grading import (  # noqa: F401  (re-exported for notebooks)
+    SOLUTIONS_VAR,
+    CheckResult,
+    Failed as _Failed,
+    as_vector as _as_vector,
+    call as _call,
+    close as _close,
+    exercise,
+    reference_chosen,
+    run as _run,
+    solutions_enabled,
+    use_reference,
+)
 from .policies import PolicySpec, build_policy
-
-SOLUTIONS_VAR = "TRPO_LAB_SOLUTIONS"
-
-# ───────────────────────────── solutions: use, show, hide ─────────────────────────────
-
-
-def solutions_enabled() -> bool:
-    """True when exercise cells should run the reference solutions: TRPO_LAB_SOLUTIONS=1, or test mode
-    (TRPO_LAB_FAST=1) unless TRPO_LAB_SOLUTIONS=0."""
-    value = os.environ.get(SOLUTIONS_VAR, "").strip().lower()
-    if value:
-        return value not in ("0", "false", "no", "off")
-    return os.environ.get("TRPO_LAB_FAST", "") == "1"
-
-
-def _solution(name: str) -> Callable:
-    try:
-        from . import solutions
-    except ImportError as e:
-        raise RuntimeError(
-            f"solutions mode is on ({SOLUTIONS_VAR}=1 or TRPO_LAB_FAST=1) but trpo_lab/solutions.py is "
-            f"not part of this copy of the lab: write {name} yourself, or set {SOLUTIONS_VAR}=0") from e
-    if not hasattr(solutions, name):
-        raise RuntimeError(f"trpo_lab.solutions has no solution named {name!r}")
-    return getattr(solutions, name)
-
-
-def exercise(fn: Callable) -> Callable:
-    """Decorate an exercise cell's function: returns it unchanged (the student's work), or the
-    solution of the same name from `trpo_lab.solutions` when `solutions_enabled()`."""
-    if not solutions_enabled():
-        return fn
-    print(f"{fn.__name__}: running the reference solution ({SOLUTIONS_VAR} / TRPO_LAB_FAST is set)")
-    return _solution(fn.__name__)
 
 
 def show_solution(name: str) -> str:
     """Print and return the source of the solution `name` (for teachers handing out answers)."""
+    from .grading import _solution
+
     source = inspect.getsource(_solution(name))
     print(source)
     return source
-
-
-# ───────────────────────────── check results ─────────────────────────────
-
-
-@dataclass
-class CheckResult:
-    """What a check found: truthy when every case passed; otherwise `problem` explains the first failure."""
-
-    name: str
-    cases: int = 0
-    problem: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return self.problem is None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        if self.passed:
-            text = f"✔ {self.name}: all {self.cases} checks passed"
-        else:
-            text = f"✘ {self.name}: failed after {self.cases} passing checks\n  {self.problem}"
-        return "\n".join([text, *(f"  note: {n}" for n in self.notes)])
-
-    __repr__ = __str__
-
-
-class _Failed(Exception):
-    pass
-
-
-def _call(fn: Callable, case: str, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # the student's code: report, don't crash the check
-        raise _Failed(f"{case}: your function raised {type(e).__name__}: {e}") from e
-
-
-def _as_vector(out, case: str, like: Tensor, what: str) -> Tensor:
-    if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
-        out = out[0]
-    out = getattr(out, "x", out)  # a CGResult-like object
-    if not isinstance(out, Tensor):
-        raise _Failed(f"{case}: expected {what} as a torch.Tensor, got {type(out).__name__}")
-    if out.shape != like.shape:
-        raise _Failed(f"{case}: expected {what} of shape {tuple(like.shape)}, got {tuple(out.shape)}")
-    out = out.detach().to(like.dtype)
-    if not torch.isfinite(out).all():
-        raise _Failed(f"{case}: {what} contains NaN or infinite values")
-    return out
-
-
-def _close(a: Tensor, b: Tensor, rtol: float = 1e-7) -> bool:
-    return bool((a - b).norm() <= rtol * max(1.0, float(b.norm())))
-
-
-def _run(name: str, cases: Callable[[CheckResult], None], verbose: bool) -> CheckResult:
-    result = CheckResult(name)
-    try:
-        cases(result)
-    except _Failed as e:
-        result.problem = str(e)
-    if verbose:
-        print(result)
-    return result
 
 
 # ───────────────────────────── conjugate gradient ─────────────────────────────
@@ -256,7 +167,7 @@ def check_conjugate_gradient(student: Callable, seed: int = 0, verbose: bool = T
                               "your x is not the early-stopped one")
             result.cases += 1
 
-    return _run("conjugate_gradient", cases, verbose)
+    return _run("conjugate_gradient", student, cases, verbose, lambda: [cg.conjugate_gradient, tr.natural_direction])
 
 
 # ───────────────────────────── Fisher-vector product ─────────────────────────────
@@ -350,7 +261,7 @@ def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool 
         result.notes.append("both KL directions have the same Hessian at θ_old, so F v cannot tell them "
                             "apart; the line search can (the constraint is KL(π_old ‖ π_θ))")
 
-    return _run("fisher_vector_product", cases, verbose)
+    return _run("fisher_vector_product", student, cases, verbose, lambda: [pr.fisher_operator, pr.fisher_vector_product, pr.empirical_fisher_operator])
 
 
 # ───────────────────────────── line search ─────────────────────────────
@@ -453,7 +364,7 @@ def check_line_search(student: Callable, seed: int = 0, verbose: bool = True) ->
                 raise _Failed(f"{said}, you returned fraction {got:.4g}: try fractions 1, c, c², … in turn "
                               "and return the first θ with KL̄(π_old ‖ π_θ) ≤ δ and L(θ) > L(θ_old)")
 
-    return _run("line_search", cases, verbose)
+    return _run("line_search", student, cases, verbose, lambda: [tr.backtracking_line_search, tr.trpo_step, tr.update_step])
 
 
 # ───────────────────────────── GAE ─────────────────────────────
@@ -541,4 +452,4 @@ def check_gae(student: Callable, seed: int = 0, verbose: bool = True) -> CheckRe
                     raise _Failed(f"{case}: the advantages are right but the value targets are not Â + V")
             result.cases += 1
 
-    return _run("gae", cases, verbose)
+    return _run("gae", student, cases, verbose, lambda: [adv.gae, adv.td_errors])
