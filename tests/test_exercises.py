@@ -407,3 +407,61 @@ def test_unknown_solution_and_show_solution(monkeypatch, capsys):
     source = show_solution("conjugate_gradient")
     assert "def conjugate_gradient" in source and "torch.zeros_like(b)" in source
     assert "def conjugate_gradient" in capsys.readouterr().out
+
+
+# ───────────────────────────── the four sharpened messages ─────────────────────────────
+
+
+def test_fvp_without_create_graph_is_explained():
+    def fvp(problem, v, damping):
+        theta = problem.theta_old.detach().clone().requires_grad_(True)
+        rows = problem.fvp_rows
+        kl = kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows)).mean()
+        (grad_kl,) = torch.autograd.grad(kl, theta)  # no create_graph
+        (fv,) = torch.autograd.grad(grad_kl @ v, theta)
+        return fv + damping * v
+
+    _fails_with(check_fisher_vector_product, fvp, "create_graph=True", "cannot be differentiated again")
+
+
+def test_fvp_of_the_sampled_kl_is_called_an_unbiased_estimate():
+    def fvp(problem, v, damping):
+        theta = problem.theta_old.detach().clone().requires_grad_(True)
+        rows = problem.fvp_rows
+        actions = problem.actions if rows is None else problem.actions[rows]
+        old = problem.old_log_prob if rows is None else problem.old_log_prob[rows]
+        kl = (old - problem.distribution_at(theta, rows).log_prob(actions)).mean()
+        (grad_kl,) = torch.autograd.grad(kl, theta, create_graph=True)
+        (fv,) = torch.autograd.grad(grad_kl @ v, theta)
+        return fv + damping * v
+
+    _fails_with(check_fisher_vector_product, fvp, "sampled KL estimate", "unbiased estimate of F",
+                "cosine with the right answer")
+
+
+def test_line_search_with_the_max_kl_is_explained():
+    def line_search(problem, full_step, max_kl, backtrack_coef=0.8, backtrack_iters=10):
+        old = trust_region.surrogate(problem, problem.theta_old)
+        with torch.no_grad():
+            for k in range(backtrack_iters):
+                theta = problem.theta_old + backtrack_coef**k * full_step
+                kl = kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).max()
+                if kl <= max_kl and trust_region.surrogate(problem, theta) - old > 0:
+                    return theta
+        return problem.theta_old
+
+    _fails_with(check_line_search, line_search, "largest per-state KL", "mean over states")
+
+
+def test_line_search_reverse_kl_message_reconciles_the_direction():
+    from trpo_lab.exercises import _LINE_SEARCH_MISTAKES
+    message = _LINE_SEARCH_MISTAKES["reverse_kl"]
+    assert "Spinning Up" in message and "eq. 12" in message and "old policy first" in message
+
+
+def test_normalised_gae_advantages_are_explained():
+    def normalised(*args):
+        adv = written(solutions.gae)(*args)
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+    _fails_with(check_gae, normalised, "you normalised the advantages", "raw Â")

@@ -227,6 +227,16 @@ def _explain_fvp(problem: tr.UpdateProblem, v: Tensor, damping: float, y: Tensor
     if _close(y, J.T @ (J @ v) / J.shape[0] + damping * v, 1e-6):
         return ("that is the empirical Fisher (mean of ∇log π ∇log πᵀ over the sampled actions); TRPO uses "
                 "the Hessian of the analytic mean KL, exact in expectation over actions")
+    old_log_prob = problem.old_log_prob if rows is None else problem.old_log_prob[rows]
+    sampled = torch.autograd.functional.hvp(lambda th: (old_log_prob - log_prob(th)).mean(), theta, v)[1]
+    if _close(y, sampled + damping * v, 1e-6) or _close(y, sampled, 1e-6):
+        cos = float(y @ (Fv + damping * v) / (y.norm() * (Fv + damping * v).norm() + 1e-300))
+        return ("you differentiated the sampled KL estimate mean(log π_old(a|s) − log π_θ(a|s)) over the "
+                "batch's actions. Its Hessian −mean ∇²log π_θ(a|s) is an unbiased estimate of F (its "
+                "expectation over a ~ π_old is F), but on one batch it is noisy and need not even be "
+                f"positive semi-definite (cosine with the right answer {cos:.3f}). TRPO differentiates "
+                "the analytic KL between the distributions, exact for every state: "
+                "kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows))")
     hvp = torch.autograd.functional.hvp(lambda th: tr.surrogate(problem, th), theta, v)[1]
     if _close(y, hvp + damping * v, 1e-6) or _close(y, hvp, 1e-6):
         return "that is the Hessian of the surrogate L, not of the mean KL"
@@ -234,6 +244,21 @@ def _explain_fvp(problem: tr.UpdateProblem, v: Tensor, damping: float, y: Tensor
     return (f"your result is not (F + damping·I) v (cosine with the right answer {cos:.3f}); F is the "
             "Hessian of KL̄(θ) = mean_s KL(π_old(·|s) ‖ π_θ(·|s)) at θ_old: grad with create_graph=True, "
             "then the gradient of (∇KL̄ · v)")
+
+
+def _call_fvp(student: Callable, case: str, problem: tr.UpdateProblem, v: Tensor, damping: float):
+    """The student's F v; torch's errors of a first-order-only gradient get an explanation."""
+    try:
+        return _call(student, case, problem, v, damping)
+    except _Failed as e:
+        text = str(e.__cause__ or "")
+        if isinstance(e.__cause__, RuntimeError) and ("does not require grad" in text
+                                                      or "not have been used in the graph" in text):
+            raise _Failed(f"{case}: the second torch.autograd.grad failed ({text.splitlines()[0]}). The "
+                          "first gradient ∇KL̄ was taken without create_graph=True, so it is a constant "
+                          "with no graph and (∇KL̄ · v) cannot be differentiated again: call "
+                          "torch.autograd.grad(kl, theta, create_graph=True) first") from e
+        raise
 
 
 def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool = True) -> CheckResult:
@@ -251,7 +276,7 @@ def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool 
                 v_before = v.clone()
                 case = f"{kind} policy, damping = {damping}"
                 case += ", F on half the rows" if fraction < 1 else ""
-                y = _as_vector(_call(student, case, problem, v, damping), case, v, "(F + damping·I) v")
+                y = _as_vector(_call_fvp(student, case, problem, v, damping), case, v, "(F + damping·I) v")
                 if not torch.equal(v, v_before) or not torch.equal(problem.theta_old, theta_before):
                     raise _Failed(f"{case}: your function changed its input v or problem.theta_old in place")
                 Fv = Fop(v)
@@ -277,6 +302,8 @@ def _line_search(problem: tr.UpdateProblem, step: Tensor, max_kl: float, coef: f
             gain = float(tr.surrogate(problem, theta)) - old
             if mistake == "reverse_kl":
                 kl = float(kl_divergence(problem.distribution_at(theta), problem.old_distribution()).mean())
+            elif mistake == "max_kl":
+                kl = float(kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).max())
             else:
                 kl = float(tr.mean_kl(problem, theta))
             return {"no_kl": (gain, 0.0), "no_gain": (1.0, kl), "kl_flipped": (gain, 2 * max_kl - kl)
@@ -292,8 +319,13 @@ def _line_search(problem: tr.UpdateProblem, step: Tensor, max_kl: float, coef: f
 
 
 _LINE_SEARCH_MISTAKES = {
-    "reverse_kl": "you measure KL(π_θ ‖ π_old); the trust region is KL(π_old ‖ π_θ) (old first: "
-                  "kl_divergence(problem.old_distribution(), problem.distribution_at(θ)))",
+    "reverse_kl": "you measure KL(π_θ ‖ π_old). Some implementations (Spinning Up's TRPO among them) do, "
+                  "and near θ_old it gives nearly the same steps; but the paper's constraint (eq. 12), "
+                  "which this lab and this exercise follow, is KL(π_old ‖ π_θ), old policy first: "
+                  "kl_divergence(problem.old_distribution(), problem.distribution_at(θ)) (see exercise 2)",
+    "max_kl": "you constrained the largest per-state KL (D_KL^max of Theorem 1); the practical "
+              "constraint (eq. 12) is the mean over states, KL̄ ≤ δ: take .mean() of the per-state KLs, "
+              "not .max() (the max rejects steps the mean accepts)",
     "no_kl": "you accepted a trial whose mean KL exceeds δ: check KL̄ ≤ max_kl before accepting",
     "kl_flipped": "the KL test is reversed: accept when KL̄ ≤ δ, reject when KL̄ > δ",
     "no_gain": "you accepted a trial whose surrogate does not improve: require L(θ) − L(θ_old) > 0",
@@ -407,6 +439,14 @@ def _explain_gae(args: tuple, gamma: float, lam: float, got: Tensor, expected: T
          "λ is missing: the carry is γλ·Â_{t+1}, not γ·Â_{t+1}"),
         (-expected, "wrong sign: δ_t = r_t + γV(s_{t+1}) − V(s_t)"),
         (expected + V, "that is the value target R̂ = Â + V(s_t): return the advantage Â"),
+        ((expected - expected.mean()) / (expected.std() + 1e-8),
+         "you normalised the advantages (mean 0, std 1): GAE returns the raw Â; the update normalises "
+         "each batch's advantages later (make_update_problem(normalize_advantages=True)), and the value "
+         "targets Â + V need the raw ones"),
+        ((expected - expected.mean()) / (expected.std(unbiased=False) + 1e-8),
+         "you normalised the advantages (mean 0, std 1): GAE returns the raw Â; the update normalises "
+         "each batch's advantages later (make_update_problem(normalize_advantages=True)), and the value "
+         "targets Â + V need the raw ones"),
     ]
     if 0 < lam <= gamma:
         variants.append((reference_gae(r, V, Vn, term, ends, gamma, lam / gamma)[0],
