@@ -80,7 +80,9 @@ def test_the_solution_cells_hold_the_reference_solutions():
 
 
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRPO_LAB_FAST": "1"}
+    # nbgrader runs `alembic` (its database migrations) from PATH: the environment's scripts come first
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "TRPO_LAB_FAST": "1", "PATH": path}
     env.pop("TRPO_LAB_SOLUTIONS", None)
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--debug"], cwd=course, env=env,
                           capture_output=True, text=True, timeout=1800)
