@@ -34,7 +34,8 @@ def test_the_student_requirements_resolve_together():
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "-r",
                            str(ROOT / "requirements.txt")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300)
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True,
+                           timeout=300)
     assert check.returncode == 0, check.stdout[-3000:]
 
 

@@ -98,7 +98,8 @@ KLS = {
     "symmetrised": (lambda p, th: 0.5 * (_kl(p, th) + kl_divergence(p.distribution_at(th),
                                                                     p.old_distribution())).mean(),
                     "averaged both directions"),
-    "self": (lambda p, th: kl_divergence(p.distribution_at(th), p.distribution_at(th)).mean(), "0 at every θ"),
+    "self": (lambda p, th: kl_divergence(p.distribution_at(th), p.distribution_at(th)).mean(),
+             "0 at every θ"),
     "sign": (lambda p, th: -_kl(p, th).mean(), "wrong sign"),
     "detached": (lambda p, th: _kl(p, th).mean().detach(), "does not depend on θ through autograd"),
     "per state": (lambda p, th: _kl(p, th), "scalar tensor"),
@@ -142,7 +143,8 @@ def test_step_scale_catches_planted_mistakes(mistake):
 
 def test_step_scale_catches_calling_the_library():
     _fails_with(check_step_scale,
-                lambda s, fvp, lam, d: trust_region.natural_step(s, _sAs(s, fvp, lam), d)[1], "trpo_lab's own")
+                lambda s, fvp, lam, d: trust_region.natural_step(s, _sAs(s, fvp, lam), d)[1],
+                "trpo_lab's own")
 
 
 # ───────────────────────────── one whole step ─────────────────────────────
@@ -192,7 +194,8 @@ def test_trpo_update_catches_planted_mistakes(mistake):
 
 
 def test_trpo_update_catches_calling_trpo_step():
-    _fails_with(check_trpo_update, lambda p, d, lam: trust_region.trpo_step(p, max_kl=d, damping=lam).theta_new,
+    _fails_with(check_trpo_update,
+                lambda p, d, lam: trust_region.trpo_step(p, max_kl=d, damping=lam).theta_new,
                 "trpo_lab's own", "trpo_step")
 
 

@@ -74,7 +74,8 @@ def test_the_solution_cells_hold_the_reference_solutions():
     assert set(found) == set(EXERCISES)
     for name in EXERCISES:
         assert found[name] == solution_body(name), name
-    graded = [c["metadata"]["nbgrader"] for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade")]
+    graded = [c["metadata"]["nbgrader"] for c in nb["cells"]
+              if c["metadata"].get("nbgrader", {}).get("grade")]
     assert [g["grade_id"] for g in graded] == [f"check_{n}" for n in EXERCISES]
     assert all(g["points"] > 0 and g["locked"] for g in graded)
 
@@ -86,7 +87,8 @@ def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     env.pop("TRPO_LAB_SOLUTIONS", None)
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--debug"], cwd=course, env=env,
                           capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, \
+        f"nbgrader {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return done
 
 
@@ -134,7 +136,8 @@ def test_a_class_graded_with_nbgrader(tmp_path: Path):
     students = {"reference": _submission(released, reference)}
     for name, (old, new, _) in MISTAKES.items():
         assert old in reference[name], (name, old)
-        students[f"mistake_{name}"] = _submission(released, {**reference, name: reference[name].replace(old, new)})
+        planted = {**reference, name: reference[name].replace(old, new)}
+        students[f"mistake_{name}"] = _submission(released, planted)
     students["bypass"] = _submission(
         released, {**reference, "conjugate_gradient": "return tr.conjugate_gradient(Av, b, iters, tol).x"},
         first_cell_extra='use_reference("gae")')

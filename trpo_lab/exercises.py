@@ -28,20 +28,33 @@ import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from . import advantages as adv, cg, problem as pr, trust_region as tr
+from . import advantages as adv
+from . import cg
+from . import problem as pr
+from . import trust_region as tr
 from .advantages import gae as reference_gae
 from .grading import (  # noqa: F401  (re-exported for notebooks)
     SOLUTIONS_VAR,
     CheckResult,
-    Failed as _Failed,
-    as_vector as _as_vector,
-    call as _call,
-    close as _close,
     exercise,
     reference_chosen,
-    run as _run,
     solutions_enabled,
     use_reference,
+)
+from .grading import (
+    Failed as _Failed,
+)
+from .grading import (
+    as_vector as _as_vector,
+)
+from .grading import (
+    call as _call,
+)
+from .grading import (
+    close as _close,
+)
+from .grading import (
+    run as _run,
 )
 from .policies import PolicySpec, build_policy
 
@@ -167,7 +180,8 @@ def check_conjugate_gradient(student: Callable, seed: int = 0, verbose: bool = T
                               "your x is not the early-stopped one")
             result.cases += 1
 
-    return _run("conjugate_gradient", student, cases, verbose, lambda: [cg.conjugate_gradient, tr.natural_direction])
+    return _run("conjugate_gradient", student, cases, verbose,
+                lambda: [cg.conjugate_gradient, tr.natural_direction])
 
 
 # ───────────────────────────── Fisher-vector product ─────────────────────────────
@@ -286,7 +300,8 @@ def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool 
         result.notes.append("both KL directions have the same Hessian at θ_old, so F v cannot tell them "
                             "apart; the line search can (the constraint is KL(π_old ‖ π_θ))")
 
-    return _run("fisher_vector_product", student, cases, verbose, lambda: [pr.fisher_operator, pr.fisher_vector_product, pr.empirical_fisher_operator])
+    return _run("fisher_vector_product", student, cases, verbose,
+                lambda: [pr.fisher_operator, pr.fisher_vector_product, pr.empirical_fisher_operator])
 
 
 # ───────────────────────────── line search ─────────────────────────────
@@ -396,7 +411,8 @@ def check_line_search(student: Callable, seed: int = 0, verbose: bool = True) ->
                 raise _Failed(f"{said}, you returned fraction {got:.4g}: try fractions 1, c, c², … in turn "
                               "and return the first θ with KL̄(π_old ‖ π_θ) ≤ δ and L(θ) > L(θ_old)")
 
-    return _run("line_search", student, cases, verbose, lambda: [tr.backtracking_line_search, tr.trpo_step, tr.update_step])
+    return _run("line_search", student, cases, verbose,
+                lambda: [tr.backtracking_line_search, tr.trpo_step, tr.update_step])
 
 
 # ───────────────────────────── GAE ─────────────────────────────

@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from . import cg, problem as pr, trust_region as tr
+from . import cg
+from . import problem as pr
+from . import trust_region as tr
 from .exercises import _line_search, random_problem
 from .grading import CheckResult, Failed, as_vector, call, close, run
 

@@ -139,7 +139,7 @@ class CheckResult:
         if self.passed:
             return self
         if self.reference_used and not grading():
-            print(f"(not raised: outside nbgrader a switched-in reference lets the notebook run on)")
+            print("(not raised: outside nbgrader a switched-in reference lets the notebook run on)")
             return self
         raise AssertionError(str(self))
 
@@ -150,7 +150,7 @@ class Failed(Exception):
 
 # ───────────────────────────── running the student's code ─────────────────────────────
 
-_forbidden: contextvars.ContextVar[dict] = contextvars.ContextVar("forbidden", default={})
+_forbidden: contextvars.ContextVar[dict | None] = contextvars.ContextVar("forbidden", default=None)
 
 
 def _codes(functions: Iterable[Callable]) -> dict:
@@ -165,7 +165,7 @@ def _codes(functions: Iterable[Callable]) -> dict:
 
 def call(fn: Callable, case: str, *args, **kwargs):
     """Run the student's `fn`; an exception or a call into a forbidden trpo_lab function fails the case."""
-    forbidden = _forbidden.get()
+    forbidden = _forbidden.get() or {}
     hits: list[str] = []
 
     def profile(frame, event, arg):  # noqa: ARG001
