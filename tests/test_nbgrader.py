@@ -86,7 +86,7 @@ def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRPO_LAB_FAST": "1", "PATH": path}
     env.pop("TRPO_LAB_SOLUTIONS", None)
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--debug"], cwd=course, env=env,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=3600)  # a hang guard
     assert done.returncode == 0, \
         f"nbgrader {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return done
