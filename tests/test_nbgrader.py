@@ -80,6 +80,14 @@ def test_the_solution_cells_hold_the_reference_solutions():
     assert all(g["points"] > 0 and g["locked"] for g in graded)
 
 
+def test_the_teaching_guide_states_the_points_the_notebook_gives():
+    nb = json.loads(NOTEBOOK.read_text())
+    total = sum(c["metadata"]["nbgrader"]["points"] for c in nb["cells"]
+                if c["metadata"].get("nbgrader", {}).get("grade"))
+    guide = (ROOT / "docs" / "teaching.md").read_text()
+    assert f"8 graded exercises, {total} points" in guide and f"{total}/{total}" in guide
+
+
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
     # nbgrader runs `alembic` (its database migrations) from PATH: the environment's scripts come first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
