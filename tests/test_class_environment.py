@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,13 @@ def test_postbuild_installs_the_package(tmp_path: Path):
     assert os.access(script, os.X_OK), "postBuild must be executable (repo2docker runs it directly)"
     env = {**os.environ, "PIP_TARGET": str(tmp_path / "site"),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    done = subprocess.run([str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    source = tmp_path / "repo"  # a copy, so the build leaves nothing in the work tree
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "postBuild"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "trpo_lab", source / "trpo_lab", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([str(source / "postBuild")], cwd=source, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     probe = subprocess.run([sys.executable, "-c", "import trpo_lab, sys; print(trpo_lab.__file__)"],
                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
