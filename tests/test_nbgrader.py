@@ -23,12 +23,11 @@ from pathlib import Path
 import pytest
 
 from trpo_lab import solutions
+from trpo_lab.grading import EXERCISES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_trpo_from_the_paper.ipynb"
 NAME = NOTEBOOK.stem
-EXERCISES = ("surrogate", "mean_kl", "conjugate_gradient", "fisher_vector_product", "step_scale",
-             "line_search", "gae", "trpo_update")
 STUB = "# YOUR CODE HERE\n    raise NotImplementedError()"
 
 # exercise: (text in the reference body, replacement planting the mistake, words of the explanation)
