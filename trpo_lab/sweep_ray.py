@@ -111,7 +111,8 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
                                         max_concurrent_trials=None if address else workers,
                                         reuse_actors=True, trial_name_creator=_trial_id,
                                         trial_dirname_creator=_trial_id),
-            run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=str((out / "ray").resolve()), verbose=0,
+            run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"),
+                                      storage_path=str((out / "ray").resolve()), verbose=0,
                                       callbacks=[Finished()]),
         )
         grid = tuner.fit()
