@@ -6,7 +6,9 @@ trials early. The driver connects to `address` (or RAY_ADDRESS; 'auto' finds a c
 `ray start` on this machine), else starts a local Ray instance with `workers` CPUs — or uses the Ray
 instance this process already started (`ray.init(...)` before `run_sweep`). On a multi-node
 cluster the sweep folder must be on storage every node can write (an NFS path, say): trials write
-their run folders there.
+their run folders there. Tune's own result loggers and console tables are turned off (the
+TUNE_DISABLE_AUTO_CALLBACK_LOGGERS and RAY_AIR_NEW_OUTPUT variables, unless already set): the sweep
+folder holds the table.
 """
 
 from __future__ import annotations
