@@ -43,7 +43,7 @@ def explained_variance(predictions: Tensor, targets: Tensor) -> float:
     rounding noise, std(R̂) ≤ 64·ε·(max|R̂| + max|V|) with ε the dtype's machine epsilon (1.2e-7 in
     float32). R̂ = Â + V is computed from numbers of that magnitude, so a spread of a few dozen units
     in their last place carries no signal; one-step episodes with a constant reward give exactly that,
-    and dividing by it reported −1.9e13.
+    and dividing by it reported −1.9e13 in the audit (issue 11).
     """
     if targets.numel() < 2:
         return float("nan")
