@@ -8,7 +8,7 @@ table (checked, wall-clock aside). Worker utilisation = Σ trial wall-clock / (s
 workers): 1.0 means every worker was busy all the time.
 
     .venv/bin/python benchmarks/sweep.py                  # one round (about 4 minutes here)
-    .venv/bin/python benchmarks/sweep.py --rounds 2 --steps 20000
+    .venv/bin/python benchmarks/sweep.py --rounds 2    # 2, 1, 1, 2 workers: the pooled ratio
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     results = []
     try:
         for k in range(args.rounds):
-            for workers in (2, 1):
+            for workers in ((2, 1) if k % 2 == 0 else (1, 2)):  # 2, 1, 1, 2, …: cancels a steady drift
                 r = run(workers, args.steps, args.seeds, tmp / f"w{workers}-{k}")
                 results.append(r)
                 print(f"round {k}, {workers} worker(s): {r['wall_s']:.1f} s, utilisation "

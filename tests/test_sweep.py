@@ -210,3 +210,18 @@ def test_run_folder_round_trip(tmp_path, fmt):
     assert len(stopped.history) == 1
     assert json.loads((tmp_path / "stop" / "result.json").read_text())["status"] == "stopped"
     assert (tmp_path / "stop" / "checkpoint.pt").exists()
+
+
+def test_cli_sweep_takes_its_base_config_from_a_config_file(tmp_path, local_sweep, capsys):
+    out, rows = local_sweep
+    run_dir = trial_dirs(out, rows)[3]  # max_kl 0.005, damping 0.1, seed 1
+    assert main(["sweep", "--config", str(run_dir / "config.json"), "--grid", "damping=0.01",
+                 "--workers", "1", "--no-progress", "--out", str(tmp_path / "s")]) == 0
+    (row,) = read_table(tmp_path / "s")  # the config's seed 1, damping 0.01: the sweep's trial 000-s1
+    expected = {k: v for k, v in rows[1].items() if k not in ("max_kl", "wall_clock_s")}
+    assert {k: v for k, v in row.items() if k != "wall_clock_s"} == expected
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(tmp_path / "nope.json"), "--grid", "damping=0.1",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert f"--config {str(tmp_path / 'nope.json')!r} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -8,8 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from trpo_lab.sweep_figures import (SweepBrowser, curves_figure, heatmap_cells, heatmap_figure,
-                                    return_vs_time_figure)
+from trpo_lab.sweep_figures import (
+    SweepBrowser,
+    curves_figure,
+    heatmap_cells,
+    heatmap_figure,
+    return_vs_time_figure,
+)
 
 
 def history(returns, seconds=1.0):

@@ -6,7 +6,9 @@ trials early. The driver connects to `address` (or RAY_ADDRESS; 'auto' finds a c
 `ray start` on this machine), else starts a local Ray instance with `workers` CPUs — or uses the Ray
 instance this process already started (`ray.init(...)` before `run_sweep`). On a multi-node
 cluster the sweep folder must be on storage every node can write (an NFS path, say): trials write
-their run folders there.
+their run folders there. Tune's own result loggers and console tables are turned off (the
+TUNE_DISABLE_AUTO_CALLBACK_LOGGERS and RAY_AIR_NEW_OUTPUT variables, unless already set): the sweep
+folder holds the table.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def run_ray(todo: list, out: Path, workers: int, address: str | None, asha: bool
                                         max_concurrent_trials=None if address else workers,
                                         reuse_actors=True, trial_name_creator=_trial_id,
                                         trial_dirname_creator=_trial_id),
-            run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=str((out / "ray").resolve()), verbose=0,
+            run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"),
+                                      storage_path=str((out / "ray").resolve()), verbose=0,
                                       callbacks=[Finished()]),
         )
         grid = tuner.fit()
