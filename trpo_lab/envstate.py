@@ -56,12 +56,12 @@ def state_kind(env: gym.Env) -> str:
     inner = env.unwrapped
     if hasattr(inner, "model") and hasattr(inner, "data") and type(inner.data).__name__ == "MjData":
         return "mujoco"
-    if getattr(inner, "state", None) is not None and type(inner).__module__.startswith(
-            "gymnasium.envs.classic_control") or getattr(inner, "vine_restorable", False):
+    if type(inner).__module__.startswith("gymnasium.envs.classic_control") or getattr(
+            inner, "vine_restorable", False):
         return "classic"
     raise EnvStateError(
         f"{env_name(env)} ({type(inner).__name__}) cannot be branched: the vine needs an env whose "
-        "state can be saved and restored exactly — gymnasium classic control (after reset) or a "
+        "state can be saved and restored exactly — gymnasium classic control or a "
         "MuJoCo env — or one that sets `vine_restorable = True` and keeps its state in `.state`")
 
 
