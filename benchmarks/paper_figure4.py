@@ -39,6 +39,8 @@ METHODS: dict[str, dict] = {
 COMMON = dict(max_kl=0.01, gamma=0.99, lam=0.97, num_envs=8, batch_steps=2048, normalize_obs=True,
               fvp_fraction=0.25, vf_epochs=10, vf_minibatch_size=256, vf_lr=3e-3,
               activation="tanh")
+EVAL_POINTS = 10  # deterministic evaluations along the way (outside the training budget)
+EVAL_EPISODES_CURVE = 3
 VINE_TRUNK = 512  # the vine's trunk steps per iteration (its branches add 32·4·≤50 ≤ 6,400)
 
 
@@ -52,20 +54,39 @@ def config_for(env: str, method: str, seed: int, steps: int):
                       **{**COMMON, **extra})
 
 
+def points_at_start(config) -> float:
+    """The initial policy's deterministic return (the same network for every method of a seed)."""
+    from trpo_lab.train import Trainer
+
+    return float(Trainer(config.replace(sampling="single-path")).evaluate(EVAL_EPISODES_CURVE)[0].mean())
+
+
 def run_one(job: tuple[str, str, int, int]) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     env, method, seed, steps = job
     from trpo_lab.train import train
 
     config = config_for(env, method, seed, steps)
+    points: list[tuple[int, float]] = []
+    every = steps // EVAL_POINTS
+
+    def evaluate(record, trainer) -> None:  # deterministic returns on a fixed schedule of steps
+        if record.steps >= every * (len(points) + 1):
+            returns, _ = trainer.evaluate(EVAL_EPISODES_CURVE)
+            points.append((record.steps, float(returns.mean())))
+
     t0 = time.perf_counter()
-    trainer = train(config, progress=False)
+    trainer = train(config, progress=False, callback=evaluate)
     wall = time.perf_counter() - t0
     returns, _ = trainer.evaluate(10)
     h = trainer.history
     result = dict(env=env, method=method, seed=seed, budget=steps, steps=trainer.steps,
                   iterations=trainer.iteration, wall_s=wall,
-                  curve_steps=[r.steps for r in h], curve_return=[r.mean_return for r in h],
+                  curve_steps=[0] + [p[0] for p in points] + [trainer.steps],
+                  curve_return=[points_at_start(config)] + [p[1] for p in points]
+                  + [float(returns.mean())],
+                  train_steps=[r.steps for r in h], train_return=[r.mean_return for r in h],
+                  backtracks=[r.backtracks for r in h],
                   kl=[r.kl for r in h], max_state_kl=[r.max_state_kl for r in h],
                   accepted=[r.accepted for r in h], eval_mean=float(returns.mean()),
                   config=config.to_dict())
@@ -82,7 +103,7 @@ def cmd_run(args) -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         for r in pool.map(run_one, jobs):
             print(f"{r['env']:12s} {r['method']:17s} seed {r['seed']}: {r['steps']} steps, "
-                  f"{r['wall_s']:.0f} s, last mean return {r['curve_return'][-1]:.1f}, "
+                  f"{r['wall_s']:.0f} s, last training mean return {r['train_return'][-1]:.1f}, "
                   f"deterministic eval {r['eval_mean']:.1f}", flush=True)
 
 
@@ -91,7 +112,7 @@ def load() -> list[dict]:
 
 
 def curve_on_grid(r: dict, grid: np.ndarray) -> np.ndarray:
-    """The run's mean return (last 20 episodes) at each grid step count (last value carried)."""
+    """The run's deterministic evaluation return at each grid step count (last value carried)."""
     xs, ys = np.array(r["curve_steps"]), np.array(r["curve_return"], float)
     idx = np.searchsorted(xs, grid, side="right") - 1
     return np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan)
@@ -105,7 +126,7 @@ def summary(results: list[dict]) -> dict:
         if not runs:
             continue
         budget = min(r["budget"] for r in runs)
-        grid = np.linspace(budget / 20, budget, 20)
+        grid = np.linspace(0, budget, 21)
         for method in METHODS:
             rs = [r for r in runs if r["method"] == method]
             if not rs:
@@ -142,7 +163,8 @@ def figure(stats: dict):
                                      legendgroup=method, showlegend=col == 1,
                                      meta=f"{env}/{method}"), 1, col)
         fig.update_xaxes(title_text="simulator steps", row=1, col=col)
-    fig.update_yaxes(title_text="mean return (last 20 episodes; mean ± sd over seeds)", row=1, col=1)
+    fig.update_yaxes(title_text="deterministic return (3 episodes; mean ± sd over seeds)",
+                     row=1, col=1)
     fig.update_layout(template="plotly_white", height=430, width=1300,
                       title="Figure 4 of the TRPO paper at a small budget (trpo_lab)")
     return fig
