@@ -251,3 +251,54 @@ def test_sampled_actions_self_normalise_within_each_state():
     assert float(surrogate(problem, theta)) == pytest.approx(float(paper), rel=1e-12)
     shifted = ((w * q).sum(1) / w.sum(1)).mean() - q.mean(1).mean()
     assert float(paper) == pytest.approx(float(shifted), rel=1e-10, abs=1e-12)
+
+
+def test_the_vine_preset_applies_only_with_vine_sampling():
+    from trpo_lab.config import PRESETS, VINE_PRESETS
+
+    vine = TRPOConfig.from_preset("CartPole-v1", sampling="vine")
+    plain = TRPOConfig.from_preset("CartPole-v1")
+    for name, value in VINE_PRESETS["CartPole-v1"].items():
+        assert getattr(vine, name) == value
+    assert plain.total_steps == PRESETS["CartPole-v1"]["total_steps"] and plain.sampling == "single-path"
+    assert TRPOConfig.from_preset("CartPole-v1", sampling="vine", max_kl=0.05).max_kl == 0.05
+
+
+def test_cli_trains_with_the_vine_and_counts_branch_steps(tmp_path):
+    import csv
+
+    from trpo_lab.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "CartPole-v1", "--sampling", "vine", "--vine-states", "4",
+                 "--vine-length", "10", "--batch-steps", "64", "--num-envs", "2",
+                 "--total-steps", "600", "--out", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    steps = [int(r["steps"]) for r in rows]
+    assert steps[0] > 64 and steps[-1] <= 600  # trunk + branches, within the budget
+    assert all(b - a > 64 for a, b in zip([0] + steps, steps))
+    assert '"sampling": "vine"' in (out / "config.json").read_text()
+
+
+def test_resuming_a_vine_run_gives_the_same_numbers_as_never_stopping(tmp_path):
+    import dataclasses
+
+    from trpo_lab.checkpoint import load_checkpoint
+    from trpo_lab.train import train
+
+    config = TRPOConfig.from_preset("CartPole-v1", sampling="vine", vine_states=6, vine_length=20,
+                                    batch_steps=64, num_envs=2, total_steps=2000)
+    whole = train(config, progress=False)
+    first = train(config.replace(total_steps=600), progress=False, checkpoint_path=tmp_path / "c.pt")
+    resumed = train(config, trainer=load_checkpoint(tmp_path / "c.pt", total_steps=2000),
+                    progress=False)
+    assert 0 < first.iteration < whole.iteration
+
+    def numbers(history):
+        skip = {"sample_seconds", "update_seconds", "value_seconds"}
+        return [tuple(repr(v) for k, v in dataclasses.asdict(r).items() if k not in skip)
+                for r in history]
+
+    assert numbers(resumed.history) == numbers(whole.history)
+    assert all(torch.equal(x, y) for x, y in zip(whole.policy.parameters(),
+                                                  resumed.policy.parameters()))
