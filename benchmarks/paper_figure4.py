@@ -162,7 +162,8 @@ def figure(stats: dict):
                                      fill="toself", line=dict(width=0), opacity=0.15,
                                      fillcolor=colors[method], showlegend=False, hoverinfo="skip",
                                      meta=f"{env}/{method}/band"), 1, col)
-            fig.add_trace(go.Scatter(x=x, y=y, name=method, line=dict(color=colors[method]),
+            dash = "dash" if method == "natural gradient" else None  # it can hide single path
+            fig.add_trace(go.Scatter(x=x, y=y, name=method, line=dict(color=colors[method], dash=dash),
                                      legendgroup=method, showlegend=col == 1,
                                      meta=f"{env}/{method}"), 1, col)
         fig.update_xaxes(title_text="simulator steps", row=1, col=col)
