@@ -1,4 +1,4 @@
-"""Figures for notebook 05 (the rest of the paper): pure functions, records in, `go.Figure` out.
+"""Figures for notebook 06 (the rest of the paper): pure functions, records in, `go.Figure` out.
 
 Traces carry stable ids in `meta`; their names are labels that may change.
 """
