@@ -7,11 +7,17 @@ import torch
 from trpo_lab.policies import PolicySpec, build_policy
 from trpo_lab.trust_region import make_update_problem
 
+KINDS = ["gaussian", "categorical", "multi-categorical"]
+MULTI_NVEC = (3, 2, 4)  # the action components of the small multi-categorical policy
+
 
 def small_policy(kind: str, obs_dim: int = 3, act_dim: int = 2, hidden: tuple[int, ...] = (5,),
                  seed: int = 0, init_log_std: float = -0.3):
     torch.manual_seed(seed)
-    policy = build_policy(PolicySpec(kind, obs_dim, act_dim, hidden, "tanh", init_log_std)).double()
+    nvec = MULTI_NVEC if kind == "multi-categorical" else ()
+    if nvec:
+        act_dim = len(nvec)
+    policy = build_policy(PolicySpec(kind, obs_dim, act_dim, hidden, "tanh", init_log_std, nvec)).double()
     # larger output weights than the orthogonal 0.01 init, so the distributions are not all alike
     with torch.no_grad():
         for p in policy.parameters():

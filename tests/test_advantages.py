@@ -1,5 +1,7 @@
 """GAE and discounted returns against hand-computed answers."""
 
+import math
+
 import pytest
 import torch
 
@@ -70,3 +72,12 @@ def test_bad_shapes_and_parameters_are_named():
         gae(r, r, torch.zeros(2), r.bool(), r.bool(), 0.9, 0.9)
     with pytest.raises(ValueError, match="lam = 1.5"):
         gae(r, r, r, r.bool(), r.bool(), 0.9, 1.5)
+
+
+def test_an_overflowing_gae_names_the_overflow():
+    rewards = torch.full((10,), 3e38)  # finite in float32; the discounted sums are not
+    zeros, no = torch.zeros(10), torch.zeros(10, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"GAE overflowed float32 .* max \|r\| = 3e\+38"):
+        gae(rewards, zeros, zeros, no, no, 0.99, 0.95)
+    with pytest.raises(ValueError, match="values contain NaN"):
+        gae(torch.ones(10), torch.full((10,), math.nan), zeros, no, no, 0.99, 0.95)

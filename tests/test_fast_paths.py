@@ -1,5 +1,7 @@
-"""The fast paths compute what the plain code computes (issue 5: speed without new math): bitwise where
-the arithmetic is the same, to float rounding where it is reordered (the written-out value gradients)."""
+"""The fast paths (`trpo_lab.fast`) compute what the plain code computes (issue 5: speed without new
+math): bitwise where the arithmetic is the same, to float rounding where it is reordered (the written-out
+value gradients, tanh through the sigmoid). Every path `fast` lists is tested here against the plain
+version it replaces."""
 
 import copy
 
@@ -8,10 +10,12 @@ import pytest
 import torch
 from helpers import small_problem
 
-from trpo_lab.policies import SIGMOID_TANH_MIN_SIZE, ValueFunction, mlp_forward, tanh
+from trpo_lab import fast
+from trpo_lab.fast import SIGMOID_TANH_MIN_SIZE, Adam, mlp_forward, mse_and_grads, tanh
+from trpo_lab.policies import ValueFunction
 from trpo_lab.rollout import RunningMeanStd
 from trpo_lab.trust_region import mean_kl, surrogate, surrogate_and_kl
-from trpo_lab.value import Adam, fit_value, make_value_optimizer, mse_and_grads
+from trpo_lab.value import fit_value, make_value_optimizer
 
 
 def test_value_adam_step_is_bitwise_torch_adam():
@@ -131,3 +135,38 @@ def test_normaliser_statistics_are_numpys_mean_and_var_bitwise():
         assert np.array_equal(ours.mean, plain.mean) and np.array_equal(ours.var, plain.var)
         expected = np.clip((x - plain.mean) / np.sqrt(plain.var + plain.eps), -plain.clip, plain.clip)
         assert np.array_equal(ours.normalize(x), expected)
+
+
+def test_fast_numpy_helpers_are_numpys_bitwise():
+    rng = np.random.default_rng(1)
+    for shape in [(1, 3), (8, 5), (64, 11)]:
+        x = rng.standard_normal(shape) * 1e3
+        mean, var = fast.mean_and_var(x.copy())
+        assert np.array_equal(mean, x.mean(0)) and np.array_equal(var, x.var(0))
+        low, high = -rng.random(shape[1]), rng.random(shape[1])
+        assert np.array_equal(fast.clip(x, low, high), np.clip(x, low, high))
+        y = x.copy()
+        assert fast.clip(y, -2.0, 2.0, out=y) is y and np.array_equal(y, np.clip(x, -2.0, 2.0))
+
+
+def test_fast_module_lists_every_path_with_its_test():
+    """Each fast path `fast` documents names a test that exists in this file."""
+    import re
+    import sys
+
+    here = sys.modules[__name__]
+    named = set(re.findall(r"`(test_[a-z_]+)`", fast.__doc__))
+    assert named, "fast's module doc should name the tests that hold each path"
+    assert all(hasattr(here, name) for name in named), sorted(n for n in named if not hasattr(here, n))
+    for name in ("tanh", "Tanh", "mlp_forward", "Adam", "mse_and_grads", "mlp_mse_and_grads",
+                 "mean_and_var", "clip"):
+        assert f"`{name}`" in fast.__doc__ and hasattr(fast, name)
+
+
+def test_policies_and_value_use_the_fast_paths():
+    """The plain modules call into `fast` (one implementation of each speed path, not copies)."""
+    from trpo_lab import policies, rollout, value
+
+    assert policies.ACTIVATIONS["tanh"] is fast.Tanh and policies.mlp_forward is fast.mlp_forward
+    assert value.Adam is fast.Adam and rollout.clip is fast.clip
+    assert isinstance(make_value_optimizer(ValueFunction(3), "adam"), fast.Adam)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import small_problem
+from helpers import KINDS, small_problem
 from torch.distributions import kl_divergence
 
 from trpo_lab.trust_region import fisher_operator, fisher_vector_product, mean_kl
@@ -28,7 +28,7 @@ def explicit_fisher(problem):
     return F / problem.batch_size
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_fvp_equals_the_hessian_of_the_mean_kl(kind):
     problem = small_problem(kind, n=16)
     H = kl_hessian(problem)
@@ -68,7 +68,7 @@ def test_fvp_on_a_subsample_uses_only_those_rows():
                                rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_analytic_kl_matches_monte_carlo(kind):
     problem = small_problem(kind, n=4)
     theta = problem.theta_old + 0.2 * torch.randn(problem.num_params, dtype=torch.float64,

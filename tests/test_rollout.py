@@ -98,13 +98,21 @@ def test_unknown_env_ids_and_unsupported_spaces_are_named():
     with pytest.raises(SpaceError, match="image"):
         Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=ImageEnv())
 
-    class MultiDiscreteEnv(Corridor):
+    class MultiBinaryEnv(Corridor):  # (1-D MultiDiscrete is supported: tests/test_multidiscrete.py)
         def __init__(self):
             super().__init__()
-            self.action_space = spaces.MultiDiscrete([2, 2])
+            self.action_space = spaces.MultiBinary(2)
 
-    with pytest.raises(SpaceError, match="action_space = MultiDiscrete"):
-        Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=MultiDiscreteEnv())
+    with pytest.raises(SpaceError, match="action_space = MultiBinary"):
+        Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=MultiBinaryEnv())
+
+    class GridMultiDiscreteEnv(Corridor):
+        def __init__(self):
+            super().__init__()
+            self.action_space = spaces.MultiDiscrete([[2, 2], [3, 3]])
+
+    with pytest.raises(SpaceError, match="1-D MultiDiscrete"):
+        Trainer(TRPOConfig(num_envs=1, batch_steps=8), env=GridMultiDiscreteEnv())
 
 
 def test_a_next_step_autoreset_vector_env_is_refused_with_the_fix():

@@ -135,3 +135,35 @@ def test_a_user_made_vector_env_trains_with_its_own_env_count():
     assert trainer.config.num_envs == 2 and trainer.config.batch_steps == 64
     record = trainer.iterate()
     assert record.steps == 64
+
+
+def test_huge_rewards_stop_training_with_a_clear_error_and_a_finite_policy():
+    """A finite reward of 1e30: GAE and the targets are finite (~1e31), the value loss overflows.
+    Training stops with ValueFitError in the first iteration (with or without advantage
+    normalisation), its policy still finite; a reward beyond float32 stops it in the rollout."""
+    from toy_envs import ConstantRewardEnv
+
+    from trpo_lab.problem import flat_params
+    from trpo_lab.rollout import EnvError
+    from trpo_lab.value import ValueFitError
+
+    for normalize in (True, False):
+        config = TRPOConfig(num_envs=1, batch_steps=256, total_steps=1024, normalize_advantages=normalize)
+        trainer = Trainer(config, env=ConstantRewardEnv(1e30, length=50))
+        with pytest.raises(ValueFitError, match="squared errors overflow .* scale them down"):
+            train(config, trainer=trainer, progress=False)
+        assert torch.isfinite(flat_params(trainer.policy)).all()
+        assert all(torch.isfinite(p).all() for p in trainer.value.parameters())
+    config = TRPOConfig(num_envs=1, batch_steps=256, total_steps=1024)
+    with pytest.raises(EnvError, match=r"reward 1e\+39 at rollout step 0 is too large for the batch's"):
+        train(config, env=ConstantRewardEnv(1e39), progress=False)
+
+
+def test_one_step_episodes_report_nan_explained_variance():
+    from toy_envs import ConstantRewardEnv
+
+    config = TRPOConfig(num_envs=1, batch_steps=128, total_steps=256)
+    trainer = train(config, env=ConstantRewardEnv(1.0, length=1), progress=False)
+    assert len(trainer.history) == 2
+    assert all(math.isnan(r.explained_variance) for r in trainer.history)
+    assert all(math.isfinite(r.value_loss) for r in trainer.history)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import small_policy, small_problem
+from helpers import KINDS, small_policy, small_problem
 
 from trpo_lab.trust_region import (
     StepCache,
@@ -16,7 +16,7 @@ from trpo_lab.trust_region import (
 )
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("max_kl", [1e-4, 1e-3, 1e-2, 1e-1])
 def test_an_accepted_step_never_exceeds_delta(kind, max_kl):
     for seed in range(3):

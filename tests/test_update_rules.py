@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import small_policy, small_problem
+from helpers import KINDS, small_policy, small_problem
 
 from trpo_lab.ppo import clipped_surrogate
 from trpo_lab.settings import ConfigError, StepSettings
@@ -30,7 +30,7 @@ def settings(**kw) -> StepSettings:
     return StepSettings(cg_iters=200, cg_tol=1e-28, **kw)  # CG run to convergence
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_npg_is_the_scaled_exact_natural_gradient(kind):
     problem = small_problem(kind, n=32)
     damping, delta = 0.05, 0.01
@@ -48,7 +48,7 @@ def test_npg_is_the_scaled_exact_natural_gradient(kind):
     assert trpo.beta == report.beta
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_pg_steps_along_g_to_the_same_model_kl(kind):
     problem = small_problem(kind, n=32)
     damping, delta = 0.1, 0.02
@@ -62,7 +62,7 @@ def test_pg_steps_along_g_to_the_same_model_kl(kind):
     assert report.cg is None and math.isnan(report.summary()["cg_iterations"])
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_empirical_fisher_is_the_mean_outer_product_of_scores(kind):
     problem = small_problem(kind, n=12)
     F = torch.zeros(problem.num_params, problem.num_params, dtype=torch.float64)
@@ -84,7 +84,7 @@ def test_the_empirical_fisher_is_the_mean_outer_product_of_scores(kind):
     assert cosine == pytest.approx(1.0, abs=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("delta", [1e-3, 1e-2, 5e-2])
 def test_max_kl_constraint_bounds_every_states_kl(kind, delta):
     accepted = 0

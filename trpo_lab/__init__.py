@@ -2,7 +2,16 @@
 
 from .advantages import discounted_returns, gae, td_errors
 from .config import PRESETS, ConfigError, TRPOConfig
-from .policies import CategoricalPolicy, GaussianPolicy, PolicySpec, SpaceError, ValueFunction, build_policy
+from .policies import (
+    CategoricalPolicy,
+    GaussianPolicy,
+    MultiCategorical,
+    MultiCategoricalPolicy,
+    PolicySpec,
+    SpaceError,
+    ValueFunction,
+    build_policy,
+)
 from .rollout import EnvError, RunningMeanStd, evaluate_policy, make_vector_env
 from .settings import UPDATE_RULES, StepSettings
 from .train import IterationRecord, Trainer, train
@@ -26,15 +35,16 @@ from .trust_region import (
     trpo_step,
     update_step,
 )
-from .value import ValueFitReport, fit_value, make_value_optimizer
+from .value import ValueFitError, ValueFitReport, fit_value, make_value_optimizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS", "CGResult", "CategoricalPolicy", "ConfigError", "EnvError", "GaussianPolicy",
-    "IterationRecord", "PolicySpec", "RunningMeanStd", "SpaceError", "StepCache", "StepReport",
+    "IterationRecord", "MultiCategorical", "MultiCategoricalPolicy",
+    "PolicySpec", "RunningMeanStd", "SpaceError", "StepCache", "StepReport",
     "StepSettings", "UPDATE_RULES", "empirical_fisher_operator", "per_state_kl", "update_step",
-    "TRPOConfig", "Trainer", "Trial", "UpdateProblem", "ValueFitReport", "ValueFunction",
+    "TRPOConfig", "Trainer", "Trial", "UpdateProblem", "ValueFitError", "ValueFitReport", "ValueFunction",
     "backtracking_line_search", "build_policy", "conjugate_gradient", "discounted_returns",
     "evaluate_policy", "fisher_operator", "fisher_vector_product", "fit_value", "gae",
     "make_update_problem", "make_value_optimizer", "make_vector_env", "mean_kl", "natural_step",

@@ -27,6 +27,18 @@ def td_errors(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: 
     return rewards + gamma * (1.0 - terminated.to(rewards.dtype)) * next_values - values
 
 
+def _explain_non_finite(rewards: Tensor, values: Tensor, next_values: Tensor, delta: np.ndarray) -> None:
+    """Raise a ValueError saying why GAE came out NaN or infinite."""
+    for name, x in (("rewards", rewards), ("values", values), ("next_values", next_values)):
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contain NaN or infinite values; GAE needs finite inputs")
+    largest = float(np.finfo(delta.dtype).max)
+    raise ValueError(
+        f"GAE overflowed {delta.dtype} (largest {largest:.3g}) although its inputs are finite: "
+        f"max |r| = {float(rewards.abs().max()):.3g}, and the discounted sums of the TD errors exceed "
+        "what the dtype holds. Scale the rewards down (e.g. gymnasium.wrappers.TransformReward)")
+
+
 def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
         episode_ends: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
     """Â_t = Σ_k (γλ)^k δ_{t+k}, summed within the episode; returns (advantages, value targets Â + V).
@@ -43,9 +55,12 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor
     carry = gamma * lam * (1.0 - episode_ends.detach().cpu().numpy().astype(delta.dtype))
     adv = np.empty_like(delta)
     running = np.zeros_like(delta[0])
-    for t in range(delta.shape[0] - 1, -1, -1):
-        running = delta[t] + carry[t] * running
-        adv[t] = running
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(delta.shape[0] - 1, -1, -1):
+            running = delta[t] + carry[t] * running
+            adv[t] = running
+    if not np.isfinite(adv).all():
+        _explain_non_finite(rewards, values, next_values, delta)
     advantages = torch.from_numpy(adv).to(rewards.device)
     return advantages, advantages + values
 

@@ -3,8 +3,8 @@
 A policy maps observations to the *parameters* of its action distribution (`forward`), and turns
 those parameters into a `torch.distributions` object (`distribution`). Keeping the two apart lets the
 trust-region math evaluate the same network at any flat parameter vector θ with
-`torch.func.functional_call`, while rollouts use `sample`, a fast path with no distribution object
-that draws exactly the actions the distribution would.
+`torch.func.functional_call`, while rollouts use `sample`, which draws exactly the actions the
+distribution would without building one (through `fast.mlp_forward`; the speed paths live in `fast`).
 """
 
 from __future__ import annotations
@@ -12,37 +12,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
-from torch.nn import functional as F
+from torch.distributions import Categorical, Distribution, Independent, Normal, kl_divergence, register_kl
 
-SIGMOID_TANH_MIN_SIZE = 8192
-"""Tensors with at least this many elements take tanh through the sigmoid (see `tanh`)."""
-
-
-def tanh(x: Tensor) -> Tensor:
-    """tanh(x); on large tensors computed as 2·σ(2x) − 1 (the same function: tanh(x) = (1 − e⁻²ˣ)/(1 + e⁻²ˣ)).
-
-    On the CPUs this lab was measured on, `torch.tanh` runs a scalar loop while `torch.sigmoid` is
-    vectorised: the sigmoid form is 3× faster on a 2,048 × 64 batch (value fits, GAE, the policy
-    step). On a rollout step's few rows the one `torch.tanh` kernel is cheaper than four, so small
-    tensors keep it. The two differ by at most ~2e-7 (float32 rounding). Both are built from
-    differentiable primitives, so double backprop (the Fisher-vector product) works through either.
-    """
-    if x.numel() < SIGMOID_TANH_MIN_SIZE:
-        return torch.tanh(x)
-    return torch.sigmoid(2.0 * x) * 2.0 - 1.0
-
-
-class Tanh(nn.Module):
-    """The `tanh` activation as a layer (the lab's MLPs use it in place of `nn.Tanh`)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return tanh(x)
-
+from .fast import Tanh, mlp_forward
 
 ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU}
+"""Hidden-layer activations by name; `Tanh` is tanh with a faster kernel on large batches (`fast`)."""
 
 
 class SpaceError(ValueError):
@@ -53,19 +31,21 @@ class SpaceError(ValueError):
 class PolicySpec:
     """Everything needed to rebuild a policy network (saved with snapshots and checkpoints)."""
 
-    kind: str  # "gaussian" (Box actions) or "categorical" (Discrete actions)
+    kind: str  # "gaussian" (Box), "categorical" (Discrete) or "multi-categorical" (MultiDiscrete)
     obs_dim: int
-    act_dim: int  # action dimensions (gaussian) or number of actions (categorical)
+    act_dim: int  # action dimensions (gaussian, multi-categorical) or number of actions (categorical)
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     init_log_std: float = 0.0
+    nvec: tuple[int, ...] = ()  # multi-categorical: the number of choices of each action component
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> PolicySpec:
-        return cls(**{**data, "hidden_sizes": tuple(data["hidden_sizes"])})
+        return cls(**{**data, "hidden_sizes": tuple(data["hidden_sizes"]),
+                      "nvec": tuple(int(n) for n in data.get("nvec", ()))})
 
 
 def mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
@@ -80,20 +60,6 @@ def mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
         if not last:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
-
-
-def mlp_forward(net: nn.Sequential, x: Tensor) -> Tensor:
-    """`net(x)` for a network built by `mlp`, calling each layer's function directly: the same
-    numbers, without nn.Module's call machinery, which costs about half of a forward on the few rows
-    of one rollout step (the rollout runs one forward per environment step)."""
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            x = F.linear(x, layer.weight, layer.bias)
-        elif isinstance(layer, Tanh):
-            x = tanh(x)
-        else:
-            x = layer(x)
-    return x
 
 
 class GaussianPolicy(nn.Module):
@@ -159,16 +125,95 @@ class CategoricalPolicy(nn.Module):
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-Policy = GaussianPolicy | CategoricalPolicy
+class MultiCategorical(Distribution):
+    """π(a|s) = Π_k softmax(logits_k)_{a_k}: independent categoricals, one per action component
+    (a MultiDiscrete action a = (a_1, …, a_K), as Stable-Baselines3's MultiCategoricalDistribution).
+
+    Because the components are independent, everything that is a log or a KL is a sum over them:
+    log π(a|s) = Σ_k log π_k(a_k|s), H = Σ_k H_k, KL(π ‖ π′) = Σ_k KL(π_k ‖ π′_k) (registered with
+    `torch.distributions.kl_divergence`, so the update math needs no special case).
+    """
+
+    arg_constraints: dict = {}
+    has_enumerate_support = False
+
+    def __init__(self, logits: Tensor, nvec: tuple[int, ...]):
+        self.logits, self.nvec = logits, tuple(nvec)
+        self.components = [Categorical(logits=chunk, validate_args=False)
+                           for chunk in torch.split(logits, list(self.nvec), dim=-1)]
+        super().__init__(logits.shape[:-1], torch.Size([len(self.nvec)]), validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Σ_k log π_k(a_k): `value` [..., K] ↦ [...]."""
+        return torch.stack([c.log_prob(value[..., k]) for k, c in enumerate(self.components)], -1).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return torch.stack([c.entropy() for c in self.components], -1).sum(-1)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        return torch.stack([c.sample(torch.Size(sample_shape)) for c in self.components], -1)
+
+    @property
+    def mode(self) -> Tensor:
+        return torch.stack([c.logits.argmax(-1) for c in self.components], -1)
+
+
+@register_kl(MultiCategorical, MultiCategorical)
+def _kl_multi_categorical(p: MultiCategorical, q: MultiCategorical) -> Tensor:
+    """KL(p ‖ q) = Σ_k KL(p_k ‖ q_k)."""
+    if p.nvec != q.nvec:
+        raise ValueError(f"KL between MultiCategoricals with nvec {p.nvec} and {q.nvec}")
+    return torch.stack([kl_divergence(a, b) for a, b in zip(p.components, q.components)], -1).sum(-1)
+
+
+class MultiCategoricalPolicy(nn.Module):
+    """π_θ(a|s) = Π_k softmax(logits_θ,k(s))_{a_k} (MultiDiscrete actions): one MLP whose output is
+    the concatenated logits of every component."""
+
+    def __init__(self, spec: PolicySpec):
+        super().__init__()
+        if len(spec.nvec) != spec.act_dim or not spec.nvec or min(spec.nvec) < 1:
+            raise SpaceError(f"PolicySpec.nvec = {spec.nvec} is not allowed for a multi-categorical "
+                             f"policy with act_dim = {spec.act_dim}: act_dim counts in ≥ 1 each")
+        self.spec = spec
+        self.logits_net = mlp([spec.obs_dim, *spec.hidden_sizes, sum(spec.nvec)], spec.activation, 0.01)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor]:
+        """obs [B, obs_dim] ↦ (logits [B, Σ_k n_k],)."""
+        return (self.logits_net(obs),)
+
+    def distribution(self, params: tuple[Tensor, ...]) -> Distribution:
+        return MultiCategorical(params[0], self.spec.nvec)
+
+    def dist(self, obs: Tensor) -> Distribution:
+        return self.distribution(self(obs))
+
+    @torch.no_grad()
+    def sample(self, obs: Tensor, generator: torch.Generator | None = None,
+               deterministic: bool = False) -> Tensor:
+        """Actions [B, K]: each component drawn from its softmax (or its arg-max when deterministic)."""
+        logits = mlp_forward(self.logits_net, obs)
+        actions = []
+        for chunk in torch.split(logits, list(self.spec.nvec), dim=-1):
+            if deterministic:
+                actions.append(chunk.argmax(-1))
+            else:
+                probs = torch.softmax(chunk, -1)
+                actions.append(torch.multinomial(probs, 1, generator=generator).squeeze(-1))
+        return torch.stack(actions, -1)
+
+
+Policy = GaussianPolicy | CategoricalPolicy | MultiCategoricalPolicy
+
+POLICY_KINDS = {"gaussian": GaussianPolicy, "categorical": CategoricalPolicy,
+                "multi-categorical": MultiCategoricalPolicy}
 
 
 def build_policy(spec: PolicySpec) -> Policy:
     """The policy network described by `spec`."""
-    if spec.kind == "gaussian":
-        return GaussianPolicy(spec)
-    if spec.kind == "categorical":
-        return CategoricalPolicy(spec)
-    raise SpaceError(f"PolicySpec.kind = {spec.kind!r} is not allowed: 'gaussian' or 'categorical'")
+    if spec.kind not in POLICY_KINDS:
+        raise SpaceError(f"PolicySpec.kind = {spec.kind!r} is not allowed: one of {tuple(POLICY_KINDS)}")
+    return POLICY_KINDS[spec.kind](spec)
 
 
 class ValueFunction(nn.Module):
@@ -185,7 +230,8 @@ class ValueFunction(nn.Module):
 
 def spec_for_spaces(observation_space, action_space, hidden_sizes: tuple[int, ...] = (64, 64),
                     activation: str = "tanh", init_log_std: float = 0.0) -> PolicySpec:
-    """The policy spec for gymnasium spaces: Box observations; Box (1-D) or Discrete actions."""
+    """The policy spec for gymnasium spaces: Box observations; Box (1-D), Discrete or MultiDiscrete
+    (1-D, starting at 0) actions."""
     from gymnasium import spaces
 
     if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
@@ -198,5 +244,11 @@ def spec_for_spaces(observation_space, action_space, hidden_sizes: tuple[int, ..
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
         return PolicySpec("gaussian", obs_dim, int(action_space.shape[0]), hidden_sizes, activation,
                           init_log_std)
+    if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+        if np.any(action_space.start != 0):
+            raise SpaceError(f"action_space = {action_space} is not supported: a MultiDiscrete space "
+                             f"must start at 0 (start = {action_space.start})")
+        nvec = tuple(int(n) for n in action_space.nvec)
+        return PolicySpec("multi-categorical", obs_dim, len(nvec), hidden_sizes, activation, nvec=nvec)
     raise SpaceError(
-        f"action_space = {action_space} is not supported: use Discrete or a 1-D Box")
+        f"action_space = {action_space} is not supported: use Discrete, a 1-D MultiDiscrete or a 1-D Box")

@@ -51,7 +51,7 @@ class UpdateProblem:
     policy: Policy
     theta_old: Tensor  # [P]
     obs: Tensor  # [B, obs_dim]
-    actions: Tensor  # [B] (discrete) or [B, act_dim]
+    actions: Tensor  # [B] (Discrete), [B, K] (MultiDiscrete) or [B, act_dim] (Box)
     advantages: Tensor  # [B]
     old_params: tuple[Tensor, ...]  # π_old's distribution parameters at obs, each [B, ...]
     old_log_prob: Tensor  # [B]

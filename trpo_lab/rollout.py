@@ -18,6 +18,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
+from .fast import clip, mean_and_var
 from .policies import Policy
 
 
@@ -39,10 +40,7 @@ class RunningMeanStd:
     def update(self, x: np.ndarray) -> None:
         """Fold a batch x [n, *shape] into the statistics."""
         b_count = x.shape[0]
-        # x.mean(0) and x.var(0), bitwise, without numpy's per-call wrapper overhead (runs every step)
-        b_mean = np.add.reduce(x, 0) / b_count
-        centred = x - b_mean
-        b_var = np.add.reduce(np.multiply(centred, centred, out=centred), 0) / b_count
+        b_mean, b_var = mean_and_var(x)  # x.mean(0), x.var(0) (`fast`: this runs every step)
         delta, total = b_mean - self.mean, self.count + b_count
         self.mean = self.mean + delta * b_count / total
         m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
@@ -53,8 +51,7 @@ class RunningMeanStd:
         if self._std_of is not self.var:  # √(var + eps) once per update, not per call
             self._std, self._std_of = np.sqrt(self.var + self.eps), self.var
         z = (x - self.mean) / self._std
-        # np.clip's Python wrapper costs more than the arithmetic on one step's few numbers
-        return np.minimum(np.maximum(z, -self.clip, out=z), self.clip, out=z)
+        return clip(z, -self.clip, self.clip, out=z)  # np.clip (`fast`: this runs every step)
 
     def state_dict(self) -> dict:
         return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count,
@@ -114,7 +111,8 @@ class Sampler:
         self.envs, self.normalizer = envs, normalizer
         self.num_envs = envs.num_envs
         space = envs.single_action_space
-        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.discrete = isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+        self.act_shape = tuple(space.shape)  # () for Discrete, (K,) for MultiDiscrete, (d,) for Box
         self.low = None if self.discrete else space.low
         self.high = None if self.discrete else space.high
         self.obs: np.ndarray | None = None
@@ -156,8 +154,7 @@ class Sampler:
         obs_dim = self.obs.shape[1]
         obs_buf = np.empty((T, N, obs_dim), np.float32)
         next_buf = np.empty((T, N, obs_dim), np.float32)
-        act_buf = np.empty((T, N), np.int64) if self.discrete else \
-            np.empty((T, N, len(self.low)), np.float32)
+        act_buf = np.empty((T, N, *self.act_shape), np.int64 if self.discrete else np.float32)
         rew = np.empty((T, N))
         term = np.empty((T, N), bool)
         ends = np.empty((T, N), bool)
@@ -169,9 +166,8 @@ class Sampler:
                 if before_step is not None:
                     before_step(t)
                 act_buf[t] = policy.sample(torch.from_numpy(obs_buf[t]), generator).numpy()
-                # Box actions are clipped only on their way to the env (np.clip's wrapper is slow)
-                env_action = act_buf[t] if self.discrete else \
-                    np.minimum(np.maximum(act_buf[t], self.low), self.high)
+                # Box actions are clipped only on their way to the env
+                env_action = act_buf[t] if self.discrete else clip(act_buf[t], self.low, self.high)
                 try:
                     obs, reward, terminated, truncated, info = self.envs.step(env_action)
                 except Exception as e:  # an env that raises must not leave a half-made batch behind
@@ -194,8 +190,15 @@ class Sampler:
                 self.obs = obs
                 if t + 1 < T:  # the last obs is folded into the statistics by the next collect
                     obs_buf[t + 1] = self._policy_input(obs, update=True)
+        with np.errstate(over="ignore"):
+            rew32 = rew.astype(np.float32)
+        if not np.isfinite(rew32).all():
+            t, i = np.argwhere(~np.isfinite(rew32))[0]
+            raise EnvError(f"reward {rew[t, i]:.3g} at rollout step {t} is too large for the batch's "
+                           f"float32 (largest {np.finfo(np.float32).max:.3g}): scale the rewards down "
+                           "(e.g. gymnasium.wrappers.TransformReward)")
         return Batch(torch.from_numpy(obs_buf), torch.from_numpy(act_buf),
-                     torch.from_numpy(rew.astype(np.float32)), torch.from_numpy(next_buf),
+                     torch.from_numpy(rew32), torch.from_numpy(next_buf),
                      torch.from_numpy(term), torch.from_numpy(ends), returns, lengths)
 
     def state_dict(self) -> dict:
@@ -215,7 +218,7 @@ def run_episode(policy: Policy, env: gym.Env, seed: int, generator: torch.Genera
 
     Actions are clipped to a Box's bounds only when sent to the env; `before_step(t)` is called
     before each step t (the dashboard renders frames there); `max_steps` cuts the episode short."""
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    discrete = isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
     dtype = next(policy.parameters()).dtype
     obs, _ = env.reset(seed=seed)
     total, steps, done = 0.0, 0, False

@@ -121,7 +121,7 @@ class StepSettings:
         "must be 'mean' or 'max'", _choice("mean", "max"), label="KL constraint", rules=_LS)
     ppo_clip: float = setting(
         0.2, "PPO clip ε: the ratio π_θ/π_old is clipped to [1 − ε, 1 + ε].", "must lie in (0, 1)",
-        _number(0.0, 1.0, lo_open=True, hi_open=True), label="clip ε", rules=_PPO)
+        _number(0.0, 1.0, lo_open=True, hi_open=True), label="clip ε", slider=(0.05, 0.5), rules=_PPO)
     ppo_epochs: int = setting(
         10, "PPO passes over the batch per update.", "must be an integer ≥ 1", _integer(1),
         label="PPO epochs", rules=_PPO)
@@ -170,6 +170,10 @@ def step_fields() -> dict[str, Setting]:
     return {f.name: f.metadata["setting"] for f in dataclasses.fields(StepSettings)}
 
 
-def slider_ranges() -> dict[str, tuple[float, float]]:
-    """The explorer's slider ranges, by setting name."""
-    return {name: s.slider for name, s in step_fields().items() if s.slider is not None}
+def slider_ranges(rule: str | None = None) -> dict[str, tuple[float, float]]:
+    """The sliders' ranges, by setting name: of every setting that has one, or only of those
+    that `rule` reads (the TRPO explorer shows `slider_ranges("trpo")`)."""
+    if rule is not None and rule not in UPDATE_RULES:
+        raise ConfigError(f"rule = {rule!r} is not allowed: must be one of {UPDATE_RULES}")
+    return {name: s.slider for name, s in step_fields().items()
+            if s.slider is not None and (rule is None or rule in s.rules)}

@@ -8,12 +8,14 @@ mutates the value network; it never touches the policy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .policies import Tanh, ValueFunction, tanh
+from .fast import Adam, mlp_layers, mlp_mse_and_grads
+from .policies import ValueFunction
 
 LBFGS_ITERS = 20  # L-BFGS iterations per `optimizer.step` call
 
@@ -26,130 +28,49 @@ class ValueFitReport:
     updates: int  # optimiser steps taken
 
 
+ROUNDING_ULPS = 64
+"""Targets whose spread is below this many machine epsilons of their magnitude are rounding noise."""
+
+
+class ValueFitError(ValueError):
+    """The value fit met a loss that is not a finite number (see `fit_value`)."""
+
+
 def explained_variance(predictions: Tensor, targets: Tensor) -> float:
-    """1 − Var(targets − predictions) / Var(targets): 1 is perfect, 0 is no better than a constant
-    (NaN when the targets have no variance)."""
-    var = float(targets.var(unbiased=False)) if targets.numel() > 1 else 0.0
-    if var == 0.0:
+    """1 − Var(R̂ − V) / Var(R̂): 1 is perfect, 0 is no better than a constant.
+
+    NaN when the targets have no variance to explain: fewer than two of them, or a spread that is
+    rounding noise, std(R̂) ≤ 64·ε·(max|R̂| + max|V|) with ε the dtype's machine epsilon (1.2e-7 in
+    float32). R̂ = Â + V is computed from numbers of that magnitude, so a spread of a few dozen units
+    in their last place carries no signal; one-step episodes with a constant reward give exactly that,
+    and dividing by it reported −1.9e13 in the audit (issue 11).
+    """
+    if targets.numel() < 2:
+        return float("nan")
+    var = float(targets.var(unbiased=False))
+    scale = float(targets.abs().max()) + float(predictions.abs().max())
+    if not math.sqrt(var) > ROUNDING_ULPS * torch.finfo(targets.dtype).eps * scale:
         return float("nan")
     return 1.0 - float((targets - predictions).var(unbiased=False)) / var
 
 
-class Adam:
-    """Adam (Kingma & Ba 2015) over a fixed list of parameter tensors, step t = 1, 2, …:
-
-        m ← β₁·m + (1 − β₁)·g        v ← β₂·v + (1 − β₂)·g²
-        φ ← φ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
-
-    The arithmetic of `torch.optim.Adam` on CPU, operation for operation (same numbers, bitwise).
-    It is written out because building the first `torch.optim` optimiser imports torch._dynamo
-    (1.5–2 s, as long as a whole CartPole run of value fits), and because for these small networks
-    torch.optim's per-step bookkeeping costs more than the arithmetic. Takes the gradients as an
-    argument (`step(grads)`), so no `.grad` buffers are kept or zeroed.
-    """
-
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
-        self.params: list[Tensor] = list(params)
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self.t = 0
-        # the moments live in one flat vector each (one kernel per operation instead of one per
-        # tensor); m and v are per-parameter views of them
-        self._sizes = [p.numel() for p in self.params]
-        dtype = self.params[0].dtype if self.params else torch.float32
-        self._m_flat = torch.zeros(sum(self._sizes), dtype=dtype)
-        self._v_flat = torch.zeros(sum(self._sizes), dtype=dtype)
-        self.m = self._per_param(self._m_flat)
-        self.v = self._per_param(self._v_flat)
-
-    def _per_param(self, flat: Tensor) -> list[Tensor]:
-        return [c.view_as(p) for c, p in zip(torch.split(flat, self._sizes), self.params)]
-
-    @torch.no_grad()
-    def step(self, grads: tuple[Tensor, ...] | list[Tensor]) -> None:
-        """One Adam update of every parameter with its gradient g (in `params` order)."""
-        beta1, beta2 = self.betas
-        self.t += 1
-        step_size = self.lr / (1 - beta1**self.t)
-        bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
-        g = torch.cat([x.reshape(-1) for x in grads])
-        m, v = self._m_flat, self._v_flat
-        m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
-        denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)  # √v / √(1 − β₂ᵗ) + ε
-        update = torch.mul(m, -step_size).div_(denom)  # in the order addcdiv evaluates it
-        torch._foreach_add_(self.params, self._per_param(update))
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v]}
-
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["m"]) != len(self.params):
-            raise ValueError(f"Adam state for {len(state['m'])} tensors; this optimiser has "
-                             f"{len(self.params)}")
-        self.t, self.lr, self.eps = int(state["t"]), float(state["lr"]), float(state["eps"])
-        self.betas = tuple(state["betas"])
-        for mine, saved in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
-            mine.copy_(saved)
-
-
-def _mlp_layers(value_fn: ValueFunction) -> list[tuple[torch.nn.Linear, str | None]] | None:
-    """value_fn's layers as (Linear, activation after it: 'tanh', 'relu' or None), or None when
-    the network is not the plain Linear/activation stack that `mse_and_grads` knows."""
-    layers: list[tuple[torch.nn.Linear, str | None]] = []
-    for module in getattr(value_fn, "net", ()):
-        if isinstance(module, torch.nn.Linear) and module.bias is not None:
-            layers.append((module, None))
-        elif isinstance(module, (Tanh, torch.nn.ReLU)) and layers and layers[-1][1] is None:
-            layers[-1] = (layers[-1][0], "relu" if isinstance(module, torch.nn.ReLU) else "tanh")
-        else:
-            return None
-    return layers if layers and layers[-1][1] is None else None
-
-
-@torch.no_grad()
-def mse_and_grads(value_fn: ValueFunction, obs: Tensor, targets: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """The loss mean_i (V_φ(s_i) − R̂_i)² and its gradient for every parameter of `value_fn`
-    (in `parameters()` order), by backpropagation written out for the MLP:
-
-        forward    a₀ = s,   zₖ = aₖ₋₁Wₖᵀ + bₖ,   aₖ = act(zₖ)   (no activation after the last layer)
-        backward   δ = 2(V − R̂)/n,   ∂Wₖ = δᵀaₖ₋₁,   ∂bₖ = Σᵢ δᵢ,   δ ← (δ Wₖ) ⊙ act′(zₖ₋₁)
-
-    with tanh′ = 1 − a² and relu′ = [a > 0]. The same gradients as autograd (up to float rounding,
-    tested) at about half the cost: for these small networks autograd's graph bookkeeping costs more
-    than the arithmetic, and the value fit takes thousands of these steps per run. Networks that
-    are not a plain Linear/activation stack go through autograd.
-    """
-    layers = _mlp_layers(value_fn)
-    if layers is None:
-        with torch.enable_grad():
-            loss = ((value_fn(obs) - targets) ** 2).mean()
-            return loss.detach(), list(torch.autograd.grad(loss, list(value_fn.parameters())))
-    return _mlp_mse_and_grads(layers, obs, targets)
-
-
-@torch.no_grad()
-def _mlp_mse_and_grads(layers: list[tuple[torch.nn.Linear, str | None]], obs: Tensor,
-                       targets: Tensor) -> tuple[Tensor, list[Tensor]]:
-    activations = [obs]
-    for linear, act in layers:
-        z = torch.addmm(linear.bias, activations[-1], linear.weight.t())
-        activations.append(z if act is None else (torch.relu(z) if act == "relu" else tanh(z)))
-    residual = activations.pop().squeeze(-1) - targets
-    loss = (residual * residual).mean()
-    delta = (residual * (2.0 / residual.numel())).unsqueeze(-1)  # ∂loss/∂V, [n, 1]
-    grads: list[Tensor] = []
-    for k in range(len(layers) - 1, -1, -1):
-        a_prev = activations[k]
-        grads += [delta.sum(0), delta.t().mm(a_prev)]  # ∂bₖ, ∂Wₖ (reversed below)
-        if k > 0:
-            delta = delta.mm(layers[k][0].weight)
-            if layers[k - 1][1] == "relu":
-                delta.mul_(a_prev > 0)
-            else:
-                delta.mul_(1.0 - a_prev * a_prev)
-    return loss, grads[::-1]
+def _check_loss(loss: float, when: str, targets: Tensor, predictions: Tensor, updates: int) -> None:
+    """Raise `ValueFitError` when the value loss is not finite, saying where it came from."""
+    if math.isfinite(loss):
+        return
+    info = torch.finfo(targets.dtype)
+    if not torch.isfinite(predictions).all():
+        raise ValueFitError(
+            f"the value loss {when} fitting is {loss}: the value net's predictions are not finite "
+            f"(after {updates} updates); lower vf_lr or scale the rewards down")
+    big_r, big_v = float(targets.abs().max()), float(predictions.abs().max())
+    raise ValueFitError(
+        f"the value loss mean (V(s) − R̂)² {when} fitting is {loss} although the targets and "
+        f"predictions are finite: max |R̂| = {big_r:.3g} and max |V| = {big_v:.3g} are too large for "
+        f"{targets.dtype}, whose largest number is {info.max:.3g}, so the squared errors overflow "
+        + ("and the value net would silently stop learning. The rewards are too large: scale them "
+           "down (e.g. gymnasium.wrappers.TransformReward)" if when == "before" else
+           f"after {updates} updates: the fit diverged; lower vf_lr or scale the rewards down"))
 
 
 def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
@@ -168,7 +89,11 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
               generator: torch.Generator | None = None) -> ValueFitReport:
     """Fit V_φ to `targets` [B] at `obs` [B, obs_dim]: `epochs` passes of minibatch Adam, or
     `epochs` full-batch L-BFGS calls (up to `LBFGS_ITERS` iterations each) when `optimizer` is
-    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls."""
+    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls.
+
+    Raises `ValueFitError` when the loss is not finite, before fitting (targets so large that their
+    squares overflow: rewards of 1e30 give targets of ~1e31; Adam's √v would be inf and every update
+    0, freezing the net without a word) or after it (the fit diverged)."""
     if obs.shape[0] != targets.shape[0] or targets.ndim != 1:
         raise ValueError(f"obs {tuple(obs.shape)} and targets {tuple(targets.shape)}: "
                          "targets must be [B] with B = obs.shape[0]")
@@ -180,6 +105,7 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
     with torch.no_grad():
         before = value_fn(obs)
     loss_before = float(((before - targets) ** 2).mean())
+    _check_loss(loss_before, "before", targets, before, 0)
     n, updates = obs.shape[0], 0
     if isinstance(optimizer, torch.optim.LBFGS):
         def closure() -> Tensor:
@@ -194,14 +120,14 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
     elif isinstance(optimizer, Adam):
         own_params = len(optimizer.params) == len(list(value_fn.parameters())) and all(
             p is q for p, q in zip(optimizer.params, value_fn.parameters()))
-        layers = _mlp_layers(value_fn) if own_params else None  # None: gradients by autograd
+        layers = mlp_layers(value_fn) if own_params else None  # None: gradients by autograd
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
             for start in range(0, n, minibatch_size):
                 x, y = obs_epoch[start:start + minibatch_size], targets_epoch[start:start + minibatch_size]
                 if layers is not None:
-                    optimizer.step(_mlp_mse_and_grads(layers, x, y)[1])
+                    optimizer.step(mlp_mse_and_grads(layers, x, y)[1])  # backprop written out (`fast`)
                 else:
                     loss = ((value_fn(x) - y) ** 2).mean()
                     optimizer.step(torch.autograd.grad(loss, optimizer.params))
@@ -217,5 +143,7 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
                 optimizer.step()
                 updates += 1
     with torch.no_grad():
-        loss_after = float(((value_fn(obs) - targets) ** 2).mean())
+        after = value_fn(obs)
+    loss_after = float(((after - targets) ** 2).mean())
+    _check_loss(loss_after, "after", targets, after, updates)
     return ValueFitReport(loss_before, loss_after, explained_variance(before, targets), updates)

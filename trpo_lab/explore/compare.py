@@ -194,6 +194,19 @@ def compare_figures(comparison: Comparison) -> dict[str, go.Figure]:
 # ───────────────────────────── the widget (wiring only) ─────────────────────────────
 
 SLIDERS = ("max_kl", "damping", "ppo_clip")
+SLIDER_STEPS = 60  # positions along each slider's track (log sliders: in log10 of the value)
+
+
+def _slider(W, key: str, value: float, style: dict):
+    """A slider for one setting, with the label, range and scale its `StepSettings` metadata gives."""
+    spec = step_fields()[key]
+    lo, hi = spec.slider
+    if spec.log:
+        lo, hi = math.log10(lo), math.log10(hi)
+        return W.FloatLogSlider(value=value, base=10, min=lo, max=hi, step=(hi - lo) / SLIDER_STEPS,
+                                readout_format=".2e", description=spec.label, style=style)
+    return W.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / SLIDER_STEPS, readout_format=".3f",
+                         description=spec.label, style=style)
 
 
 class RuleComparison:
@@ -214,18 +227,9 @@ class RuleComparison:
             settings = StepSettings(**{k: v for k, v in config.items() if k in StepSettings().as_dict()})
         self.base = settings.step_settings()
         self.comparison = compare_rules(self.problem, self.base, self.rules, self.memo)
-        fields = step_fields()
         style = {"description_width": "110px"}
-        self.sliders = {
-            "max_kl": W.FloatLogSlider(value=self.base.max_kl, base=10, min=-4, max=-1, step=0.05,
-                                       readout_format=".2e", style=style),
-            "damping": W.FloatLogSlider(value=self.base.damping, base=10, min=-4, max=0, step=0.05,
-                                        readout_format=".2e", style=style),
-            "ppo_clip": W.FloatSlider(value=self.base.ppo_clip, min=0.05, max=0.5, step=0.01,
-                                      style=style),
-        }
+        self.sliders = {key: _slider(W, key, getattr(self.base, key), style) for key in SLIDERS}
         for key, slider in self.sliders.items():
-            slider.description = fields[key].label
             slider.add_class(f"trpo-compare-{key}")
             slider.observe(self._on_change, names="value")
         self._holding = False
@@ -263,8 +267,10 @@ class RuleComparison:
         self.comparison = compare_rules(self.problem, self.settings, self.rules, self.memo)
         for key, fig in compare_figures(self.comparison).items():
             widget = self.figures[key]
+            traces = {trace.meta: trace for trace in widget.data}
             with widget.batch_update():  # only what depends on the numbers: cheap to send and draw
-                for trace, new in zip(widget.data, fig.data):
+                for new in fig.data:  # traces are matched by their stable id, never by position
+                    trace = traces[new.meta]
                     for prop in ("x", "y", "hovertext"):
                         if new[prop] is not None:
                             trace[prop] = new[prop]

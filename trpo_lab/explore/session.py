@@ -41,7 +41,7 @@ from .landscape import (
 )
 from .snapshots import Snapshot
 
-RANGES: dict[str, tuple[float, float]] = slider_ranges()
+RANGES: dict[str, tuple[float, float]] = slider_ranges("trpo")
 """What the explorer's sliders span (and what `Settings` accepts), from `StepSettings`' metadata."""
 
 

@@ -1,0 +1,218 @@
+"""The speed paths: hand-optimised stand-ins for plain torch / numpy code, fenced in one module.
+
+The math modules (`policies`, `value`, `rollout`) read plainly and call in here where a profile of
+training showed the plain version to cost more than the arithmetic (issue 5). Each path below says
+what it replaces, whether it gives the same numbers bitwise or to float rounding, and which test in
+`tests/test_fast_paths.py` holds it to the plain version.
+
+- `tanh`, `Tanh` replace `torch.tanh`, `nn.Tanh`: equal to float rounding (≤ 2.5e-7) on tensors
+  of ≥ 8,192 elements, bitwise below (`test_tanh_is_torch_tanh_to_float_rounding`);
+- `mlp_forward` replaces `net(x)` for an `mlp`: bitwise
+  (`test_rollout_forward_is_the_modules_forward_bitwise`);
+- `Adam` replaces `torch.optim.Adam` on CPU: bitwise (`test_value_adam_step_is_bitwise_torch_adam`);
+- `mse_and_grads`, `mlp_mse_and_grads` replace autograd of the value MSE: equal to float rounding
+  (`test_written_out_value_gradients_are_autograds`,
+  `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd`);
+- `mean_and_var`, `clip` replace `x.mean(0)`, `x.var(0)`, `np.clip`: bitwise
+  (`test_normaliser_statistics_are_numpys_mean_and_var_bitwise`,
+  `test_fast_numpy_helpers_are_numpys_bitwise`).
+
+Nothing here is new math: delete a path, call the plain version it names, and the lab still works
+(slower; and where the numbers are only equal to rounding, a run's numbers change in the last bits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# ───────────────────────────── tanh through the sigmoid ─────────────────────────────
+
+SIGMOID_TANH_MIN_SIZE = 8192
+"""Tensors with at least this many elements take tanh through the sigmoid (see `tanh`)."""
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x); on large tensors computed as 2·σ(2x) − 1 (the same function: tanh(x) = (1 − e⁻²ˣ)/(1 + e⁻²ˣ)).
+
+    Replaces `torch.tanh`. On the CPUs this lab was measured on, `torch.tanh` runs a scalar loop
+    while `torch.sigmoid` is vectorised: the sigmoid form is 3× faster on a 2,048 × 64 batch (value
+    fits, GAE, the policy step). On a rollout step's few rows the one `torch.tanh` kernel is cheaper
+    than four, so small tensors keep it. The two differ by at most ~2e-7 (float32 rounding). Both
+    are built from differentiable primitives, so double backprop (the Fisher-vector product) works
+    through either.
+    """
+    if x.numel() < SIGMOID_TANH_MIN_SIZE:
+        return torch.tanh(x)
+    return torch.sigmoid(2.0 * x) * 2.0 - 1.0
+
+
+class Tanh(nn.Module):
+    """The `tanh` activation as a layer; replaces `nn.Tanh` in the lab's MLPs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return tanh(x)
+
+
+# ───────────────────────────── MLP forward without module calls ─────────────────────────────
+
+
+def mlp_forward(net: nn.Sequential, x: Tensor) -> Tensor:
+    """`net(x)` for a network built by `policies.mlp`, calling each layer's function directly.
+
+    Replaces `net(x)` in rollouts: the same numbers (bitwise), without nn.Module's call machinery,
+    which costs about half of a forward on the few rows of one rollout step (the rollout runs one
+    forward per environment step)."""
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight, layer.bias)
+        elif isinstance(layer, Tanh):
+            x = tanh(x)
+        else:
+            x = layer(x)
+    return x
+
+
+# ───────────────────────────── Adam written out ─────────────────────────────
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) over a fixed list of parameter tensors, step t = 1, 2, …:
+
+        m ← β₁·m + (1 − β₁)·g        v ← β₂·v + (1 − β₂)·g²
+        φ ← φ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+    Replaces `torch.optim.Adam` for the value fit: its arithmetic on CPU, operation for operation
+    (same numbers, bitwise). It is written out because building the first `torch.optim` optimiser
+    imports torch._dynamo (1.5–2 s, as long as a whole CartPole run of value fits), and because for
+    these small networks torch.optim's per-step bookkeeping costs more than the arithmetic. Takes
+    the gradients as an argument (`step(grads)`), so no `.grad` buffers are kept or zeroed.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params: list[Tensor] = list(params)
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.t = 0
+        # the moments live in one flat vector each (one kernel per operation instead of one per
+        # tensor); m and v are per-parameter views of them
+        self._sizes = [p.numel() for p in self.params]
+        dtype = self.params[0].dtype if self.params else torch.float32
+        self._m_flat = torch.zeros(sum(self._sizes), dtype=dtype)
+        self._v_flat = torch.zeros(sum(self._sizes), dtype=dtype)
+        self.m = self._per_param(self._m_flat)
+        self.v = self._per_param(self._v_flat)
+
+    def _per_param(self, flat: Tensor) -> list[Tensor]:
+        return [c.view_as(p) for c, p in zip(torch.split(flat, self._sizes), self.params)]
+
+    @torch.no_grad()
+    def step(self, grads: tuple[Tensor, ...] | list[Tensor]) -> None:
+        """One Adam update of every parameter with its gradient g (in `params` order)."""
+        beta1, beta2 = self.betas
+        self.t += 1
+        step_size = self.lr / (1 - beta1**self.t)
+        bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
+        g = torch.cat([x.reshape(-1) for x in grads])
+        m, v = self._m_flat, self._v_flat
+        m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
+        denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)  # √v / √(1 − β₂ᵗ) + ε
+        update = torch.mul(m, -step_size).div_(denom)  # in the order addcdiv evaluates it
+        torch._foreach_add_(self.params, self._per_param(update))
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["m"]) != len(self.params):
+            raise ValueError(f"Adam state for {len(state['m'])} tensors; this optimiser has "
+                             f"{len(self.params)}")
+        self.t, self.lr, self.eps = int(state["t"]), float(state["lr"]), float(state["eps"])
+        self.betas = tuple(state["betas"])
+        for mine, saved in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
+            mine.copy_(saved)
+
+
+# ───────────────────────────── value-net backprop written out ─────────────────────────────
+
+Layers = list[tuple[nn.Linear, str | None]]
+
+
+def mlp_layers(value_fn: nn.Module) -> Layers | None:
+    """value_fn's layers as (Linear, activation after it: 'tanh', 'relu' or None), or None when
+    the network is not the plain Linear/activation stack (in `value_fn.net`) that
+    `mlp_mse_and_grads` knows."""
+    layers: Layers = []
+    for module in getattr(value_fn, "net", ()):
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            layers.append((module, None))
+        elif isinstance(module, (Tanh, nn.ReLU)) and layers and layers[-1][1] is None:
+            layers[-1] = (layers[-1][0], "relu" if isinstance(module, nn.ReLU) else "tanh")
+        else:
+            return None
+    return layers if layers and layers[-1][1] is None else None
+
+
+@torch.no_grad()
+def mse_and_grads(value_fn: nn.Module, obs: Tensor, targets: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The loss mean_i (V_φ(s_i) − R̂_i)² and its gradient for every parameter of `value_fn`
+    (in `parameters()` order): by `mlp_mse_and_grads` for a plain MLP, by autograd otherwise."""
+    layers = mlp_layers(value_fn)
+    if layers is None:
+        with torch.enable_grad():
+            loss = ((value_fn(obs) - targets) ** 2).mean()
+            return loss.detach(), list(torch.autograd.grad(loss, list(value_fn.parameters())))
+    return mlp_mse_and_grads(layers, obs, targets)
+
+
+@torch.no_grad()
+def mlp_mse_and_grads(layers: Layers, obs: Tensor, targets: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The value MSE and its gradients by backpropagation written out for the MLP:
+
+        forward    a₀ = s,   zₖ = aₖ₋₁Wₖᵀ + bₖ,   aₖ = act(zₖ)   (no activation after the last layer)
+        backward   δ = 2(V − R̂)/n,   ∂Wₖ = δᵀaₖ₋₁,   ∂bₖ = Σᵢ δᵢ,   δ ← (δ Wₖ) ⊙ act′(zₖ₋₁)
+
+    with tanh′ = 1 − a² and relu′ = [a > 0]. Replaces autograd: the same gradients up to float
+    rounding, at about half the cost (for these small networks autograd's graph bookkeeping costs
+    more than the arithmetic, and the value fit takes thousands of these steps per run).
+    """
+    activations = [obs]
+    for linear, act in layers:
+        z = torch.addmm(linear.bias, activations[-1], linear.weight.t())
+        activations.append(z if act is None else (torch.relu(z) if act == "relu" else tanh(z)))
+    residual = activations.pop().squeeze(-1) - targets
+    loss = (residual * residual).mean()
+    delta = (residual * (2.0 / residual.numel())).unsqueeze(-1)  # ∂loss/∂V, [n, 1]
+    grads: list[Tensor] = []
+    for k in range(len(layers) - 1, -1, -1):
+        a_prev = activations[k]
+        grads += [delta.sum(0), delta.t().mm(a_prev)]  # ∂bₖ, ∂Wₖ (reversed below)
+        if k > 0:
+            delta = delta.mm(layers[k][0].weight)
+            if layers[k - 1][1] == "relu":
+                delta.mul_(a_prev > 0)
+            else:
+                delta.mul_(1.0 - a_prev * a_prev)
+    return loss, grads[::-1]
+
+
+# ───────────────────────────── numpy without the wrappers ─────────────────────────────
+
+
+def mean_and_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x.mean(0), x.var(0)), bitwise, without numpy's per-call wrapper overhead (the observation
+    normaliser runs this at every rollout step, on a few numbers)."""
+    n = x.shape[0]
+    mean = np.add.reduce(x, 0) / n
+    centred = x - mean
+    return mean, np.add.reduce(np.multiply(centred, centred, out=centred), 0) / n
+
+
+def clip(x: np.ndarray, low, high, out: np.ndarray | None = None) -> np.ndarray:
+    """np.clip(x, low, high), bitwise, without np.clip's Python wrapper, which costs more than the
+    arithmetic on one step's few numbers. With `out=x` it clips in place."""
+    return np.minimum(np.maximum(x, low, out=out), high, out=out)
