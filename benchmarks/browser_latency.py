@@ -68,9 +68,12 @@ def view_selector(name: str) -> str:
     return f"{tag}.js-plotly-plot, {tag} .js-plotly-plot"
 
 
-# Installs window.__lat: input events (keydown, pointerup) and, per animation frame, every view whose
-# drawn content changed. A view's fingerprint is what Plotly holds for it: trace values and names,
-# table cells, annotation texts, the title and axis ranges.
+# Installs window.__lat: input events (keydown, pointerup) and every change of what a view has drawn.
+# Plotly announces each draw of a graph div with an event (plotly_update, _restyle, _relayout, _react,
+# _afterplot, _redraw); in the animation frame after such an event the recorder takes the view's
+# fingerprint (what Plotly holds for it: trace values and names, table cells, annotation texts, the
+# title and axis ranges) and, if it differs from the last one, notes a change at that frame's time.
+# (Fingerprinting every frame instead costs the page more than the redraws being measured.)
 RECORDER_JS = """(q) => {
   const plain = (v) => (v && ArrayBuffer.isView(v)) ? Array.from(v)
       : (v && typeof v === 'object' && 'bdata' in v) ? v.bdata : v;
@@ -81,23 +84,29 @@ RECORDER_JS = """(q) => {
     (((gd.layout || {}).title) || {}).text,
     Object.keys(gd.layout || {}).filter((k) => k.startsWith('xaxis') || k.startsWith('yaxis'))
       .map((k) => (gd.layout[k] || {}).range)]);
-  const lat = (window.__lat = { inputs: [], changes: [], last: {}, frames: 0 });
+  const lat = (window.__lat = { inputs: [], changes: [], last: {}, events: 0 });
   for (const type of ['keydown', 'pointerup'])
     document.addEventListener(type, (e) => lat.inputs.push({ type, key: e.key || null,
                                                             t: performance.now() }), true);
-  const frame = () => {
-    const t = performance.now();
-    lat.frames++;
-    for (const [name, sel] of Object.entries(q.views)) {
-      const gd = document.querySelector(sel);
-      if (!gd || !gd._fullLayout) continue;
-      const f = fp(gd);
-      if (lat.last[name] !== undefined && lat.last[name] !== f) lat.changes.push({ view: name, t });
-      lat.last[name] = f;
-    }
-    lat.raf = requestAnimationFrame(frame);
-  };
-  lat.raf = requestAnimationFrame(frame);
+  for (const [name, sel] of Object.entries(q.views)) {
+    const gd = document.querySelector(sel);
+    lat.last[name] = fp(gd);
+    let queued = false;
+    const look = () => {
+      lat.events++;
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame((t) => {
+        queued = false;
+        const f = fp(gd);
+        if (f !== lat.last[name]) lat.changes.push({ view: name, t: performance.now() });
+        lat.last[name] = f;
+      });
+    };
+    for (const ev of ['plotly_update', 'plotly_restyle', 'plotly_relayout', 'plotly_react',
+                      'plotly_afterplot', 'plotly_redraw'])
+      gd.on(ev, look);
+  }
 }"""
 
 DRAWN_JS = """(q) => {
@@ -200,6 +209,8 @@ def press_series(nb: LabNotebook, rec: Recorder, key: str, presses: int, quiet: 
     for _ in range(presses):
         rec.clear()
         handle.press(arrow)
+        nb.wait_until(lambda: status_numbers(rec.drawn()["status"])[symbol] != before,
+                      f"the status line to show the new {key}", 60, poll=0.05)
         s = rec.wait_quiet(quiet)
         keydowns = [i["t"] for i in s["inputs"] if i["type"] == "keydown"]
         changes = s["changes"]
@@ -313,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
             rec = Recorder(nb)
             rec.wait_quiet(args.quiet)
             if args.trace:
-                browser.start_tracing(page, path=str(args.trace), screenshots=False)
+                browser.start_tracing(page=page, path=str(args.trace), screenshots=False,
+                                      categories=["devtools.timeline", "v8.execute", "blink.user_timing"])
             presses = {}
             for key in args.sliders:
                 presses[key] = press_series(nb, rec, key, args.presses, args.quiet, args.pause)

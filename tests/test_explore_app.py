@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trpo_lab.explore import Explorer, Settings, make_snapshot
-from trpo_lab.explore.views import trace
+from trpo_lab.explore.views import table_rows, trace
 
 SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
 
@@ -34,7 +34,8 @@ def data(explorer, view: str, name: str):
 
 
 def summary(explorer) -> dict[str, str]:
-    return dict(zip(*data(explorer, "summary", "summary").cells.values))
+    """The rows of the summary table the explorer shows."""
+    return table_rows(explorer.table.value)
 
 
 def test_explorer_exposes_its_wiring(explorer):
