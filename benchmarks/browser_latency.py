@@ -11,7 +11,7 @@ each of the four graph divs has drawn (Plotly's `gd.data` and `gd.layout`: trace
 table cells). One press's latency is from its keydown to the last frame in which a figure changed,
 once the page is still again (kernel idle, nothing drawn for `--quiet` s). Each press is checked: the
 drawn figures must show the value in the explorer's status line (δ: the δ line of the line-search view;
-the others: the CG view's title, which names every setting), else the script stops.
+the others: the CG view's title and caption, which name every setting), else the script stops.
 
 A drag: the δ handle is dragged with the mouse across its track for `--drag-seconds`, and the time
 from releasing the mouse to the final value being drawn (the δ line equal to the handle's position) is
@@ -84,7 +84,7 @@ RECORDER_JS = """(q) => {
     (((gd.layout || {}).title) || {}).text,
     Object.keys(gd.layout || {}).filter((k) => k.startsWith('xaxis') || k.startsWith('yaxis'))
       .map((k) => (gd.layout[k] || {}).range)]);
-  const lat = (window.__lat = { inputs: [], changes: [], last: {}, events: 0 });
+  const lat = (window.__lat = { inputs: [], changes: [], last: {}, events: {} });
   for (const type of ['keydown', 'pointerup'])
     document.addEventListener(type, (e) => lat.inputs.push({ type, key: e.key || null,
                                                             t: performance.now() }), true);
@@ -92,8 +92,8 @@ RECORDER_JS = """(q) => {
     const gd = document.querySelector(sel);
     lat.last[name] = fp(gd);
     let queued = false;
-    const look = () => {
-      lat.events++;
+    const look = (ev) => {
+      lat.events[ev] = (lat.events[ev] || 0) + 1;
       if (queued) return;
       queued = true;
       requestAnimationFrame((t) => {
@@ -105,7 +105,7 @@ RECORDER_JS = """(q) => {
     };
     for (const ev of ['plotly_update', 'plotly_restyle', 'plotly_relayout', 'plotly_react',
                       'plotly_afterplot', 'plotly_redraw'])
-      gd.on(ev, look);
+      gd.on(ev, () => look(`${name} ${ev}`));
   }
 }"""
 
@@ -120,6 +120,8 @@ DRAWN_JS = """(q) => {
   }
   const status = document.querySelector(q.status);
   out.status = status ? status.innerText : '';
+  const caption = document.querySelector(q.caption);
+  out.caption = caption ? caption.innerText : '';
   return out;
 }"""
 
@@ -135,7 +137,7 @@ def status_numbers(text: str) -> dict[str, float]:
 
 
 def cg_title_numbers(title: str) -> dict[str, float]:
-    """The settings the CG view's title names (it follows every slider)."""
+    """The settings the CG view's title (damping, CG iterations) and its caption (δ, line search) name."""
     out = {}
     for symbol, pattern in (("λ", r"λ = ([-+0-9.e]+)"), ("cg_iters", r"cg_iters = (\d+)"),
                             ("δ", r"now ([-+0-9.e]+)"), ("coef", r"coef ([-+0-9.e]+)"),
@@ -157,15 +159,18 @@ class Recorder:
         nb.page.evaluate(RECORDER_JS, {"views": self.views})
 
     def state(self) -> dict:
-        return self.nb.page.evaluate("() => ({inputs: window.__lat.inputs, changes: window.__lat.changes,"
-                                     " now: performance.now()})")
+        return self.nb.page.evaluate(
+            "() => ({inputs: window.__lat.inputs, changes: window.__lat.changes, now: performance.now(),"
+            " events: window.__lat.events, received: (globalThis[Symbol.for('trpo_lab.plotly_widget_bundle')] || {}).received || []})")
 
     def clear(self) -> None:
-        self.nb.page.evaluate("() => { window.__lat.inputs = []; window.__lat.changes = []; }")
+        self.nb.page.evaluate("() => { window.__lat.inputs = []; window.__lat.changes = [];"
+                              " window.__lat.events = {}; }")
 
     def drawn(self) -> dict:
         return self.nb.page.evaluate(DRAWN_JS, {"views": self.views,
-                                                "status": f"{EXPLORER} .trpo-explorer-status"})
+                                                "status": f"{EXPLORER} .trpo-explorer-status",
+                                                "caption": f"{EXPLORER} .trpo-explorer-cg-caption"})
 
     def wait_quiet(self, quiet: float, timeout: float = 120.0) -> dict:
         """Wait until the kernel is idle and nothing has been drawn for `quiet` seconds."""
@@ -183,7 +188,7 @@ class Recorder:
 def check_drawn(drawn: dict, key: str) -> dict[str, float]:
     """The status line's settings, after checking that the figures show the same ones."""
     status = status_numbers(drawn["status"])
-    cg = cg_title_numbers(drawn.get("cg", {}).get("title", ""))
+    cg = cg_title_numbers(drawn.get("cg", {}).get("title", "") + " " + drawn.get("caption", ""))
     for symbol, value in cg.items():
         if symbol in status and not close(value, status[symbol]):
             raise AssertionError(f"after moving {key}: the CG view's title shows {symbol} = {value}, the "
@@ -221,10 +226,13 @@ def press_series(nb: LabNotebook, rec: Recorder, key: str, presses: int, quiet: 
         first = {}
         for c in changes:
             first.setdefault(c["view"], c["t"] - t0)
+        received = [t - t0 for t in s["received"] if t >= t0]  # figure messages from the kernel
         samples.append({"value": status[symbol], "ms": max(c["t"] for c in changes) - t0,
+                        "first_message_ms": min(received) if received else None,
+                        "last_message_ms": max(received) if received else None,
                         "first_ms": min(c["t"] for c in changes) - t0,
                         "views": {v: round(t, 1) for v, t in first.items()},
-                        "redraws": len(changes)})
+                        "redraws": len(changes), "plotly_events": s["events"]})
         before = status[symbol]
         nb.page.wait_for_timeout(pause * 1000)
     return samples

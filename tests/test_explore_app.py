@@ -70,14 +70,16 @@ def test_one_hidden_widget_per_kernel_carries_plotlys_bundle(explorer, snapshots
 
 def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
     cg_before = list(data(explorer, "cg", "CG residual ‖r_k‖").y)
+    cg_title = explorer.figures["cg"].layout.title.text
     for delta in (0.05, 0.002, 0.0003, 0.02):
         explorer.sliders["max_kl"].value = delta
         update = explorer.updates[-1]
         assert set(update["views"]) == {"line_search", "trust_region", "summary"}
         assert "cg_solve" not in update["work"]
-        # the CG view keeps its data (s does not depend on δ) and says so in its title
+        # the CG figure is left alone (s does not depend on δ); its caption says so
         assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) == cg_before
-        assert f"the same s for every δ (now {delta:.3g})" in explorer.figures["cg"].layout.title.text
+        assert explorer.figures["cg"].layout.title.text == cg_title
+        assert f"same s for every δ (now {delta:.3g})" in explorer.cg_caption.value
         assert list(data(explorer, "line_search", "δ").y) == [delta, delta]
         accepted = data(explorer, "line_search", "accepted trial (KL)").y
         assert len(accepted) == 1 and accepted[0] <= delta  # the accepted KL never exceeds δ
@@ -132,9 +134,9 @@ def test_backtracking_sliders_change_the_trials(explorer, snapshots):
         list(data(explorer, "line_search", "accepted trial").x)
     assert sorted(fractions, reverse=True) == [0.5**k for k in range(len(fractions))]
     assert "cg_solve" not in explorer.updates[-1]["work"]
-    assert "coef 0.5, ≤ 10 trials" in explorer.figures["cg"].layout.title.text  # every view answers
+    assert "coef 0.5, ≤ 10 trials" in explorer.cg_caption.value  # the CG view's caption answers
     explorer.sliders["backtrack_iters"].value = 1
-    assert "≤ 1 trials" in explorer.figures["cg"].layout.title.text
+    assert "≤ 1 trials" in explorer.cg_caption.value
     assert summary(explorer)["verdict"] == "rejected"
     assert len(data(explorer, "line_search", "accepted trial").x) == 0
     assert data(explorer, "trust_region", "accepted step").x[0] == 0  # θ stays at θ_old

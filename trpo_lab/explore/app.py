@@ -4,9 +4,10 @@ updated in place.
 Wiring only: every slider observes its `"value"` trait and calls `Explorer.update`, which asks the
 `ExplorerSession` for a new `Frame` (it re-runs `trpo_step` with a `StepCache` and recomputes only
 what the change needs) and writes the views' update dicts into the figures inside `batch_update`.
-δ and the line-search sliders leave the CG view's data alone (only its title follows δ); damping,
-CG iterations and the snapshot redraw all four. `Explorer.sliders` and `Explorer.figures` expose
-the wiring for tests.
+δ and the line-search sliders leave the CG view alone (the caption above it names the δ and line
+search its direction serves); damping, CG iterations and the snapshot redraw all four. The numbers
+of the step are an HTML table beside the summary's bars (`Explorer.table`). `Explorer.sliders` and
+`Explorer.figures` expose the wiring for tests.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from .landscape import GRID
 from .session import RANGES, ExplorerSession, Frame, Settings
 from .snapshots import Snapshot
-from .views import (apply_update, cg_title_update, frame_figures, frame_updates, summary_rows,
+from .views import (apply_update, cg_caption, frame_figures, frame_updates, summary_rows,
                     summary_table_html, verdict)
 
 LABELS = {"max_kl": "δ (max KL)", "damping": "damping λ", "cg_iters": "CG iterations",
@@ -111,6 +112,9 @@ function stateOf(model) {
 }
 function receive(st, msg) {
   if (!msg || !msg.trpo || msg.seq <= st.seq) return;
+  const log = (globalThis[KEY].received ??= []);  // arrival times, read by benchmarks/browser_latency.py
+  log.push(performance.now());
+  if (log.length > 256) log.splice(0, 128);
   if (msg.trpo === "state") st.all = empty();
   st.seq = msg.seq;
   merge(st.all, msg);
@@ -128,8 +132,10 @@ function plotlyUpdate(gd, part) {
     for (const [path, value] of Object.entries(part.traces[i]))
       (data[path] ??= new Array(idx.length).fill(undefined))[k] = value;  // undefined: left alone
   });
-  data._doNotReportToPy = true;  // plotly's widget view: do not echo this edit to the kernel
-  return Plotly.update(gd, data, { ...part.layout, _doNotReportToPy: true }, idx);
+  // plotly's widget view must not echo this edit to the kernel; not enumerable, so plotly.js does not
+  // take the flag for an attribute
+  Object.defineProperty(data, "_doNotReportToPy", { value: true });
+  return Plotly.update(gd, data, { ...part.layout }, idx);
 }
 function draw(st) {
   st.frame = 0;
@@ -371,6 +377,7 @@ class Explorer:
             self.figures[key].add_class(f"trpo-explorer-{key}")
         self.status = W.HTML(self._status_html()).add_class("trpo-explorer-status")
         self.table = W.HTML(summary_table_html(self.frame.report)).add_class("trpo-explorer-table")
+        self.cg_caption = W.HTML(cg_caption(self.frame.report)).add_class("trpo-explorer-cg-caption")
         self._show_readouts()
         self.updates: list[dict[str, Any]] = []  # one record per update: what changed, how long
         self._holding = False
@@ -386,7 +393,7 @@ class Explorer:
             controls, self.status,
             W.HBox([W.Box([self.figures["line_search"]], layout=half),
                     W.Box([self.figures["trust_region"]], layout=half)]),
-            self.figures["cg"],
+            self.cg_caption, self.figures["cg"],
             W.HBox([W.Box([self.table], layout=W.Layout(width="40%")),
                     W.Box([self.figures["summary"]], layout=W.Layout(width="60%"))]),
         ]).add_class("trpo-explorer")
@@ -455,11 +462,10 @@ class Explorer:
         views = FIXED_DIRECTION if same_direction else tuple(self.figures)
         for key, update in frame_updates(frame, views).items():
             apply_update(self.figures[key], update)
-        if same_direction:  # the CG solve is unchanged: only its title follows δ and the line search
-            apply_update(self.figures["cg"], cg_title_update(frame.report))
         self.frame = frame
         self.status.value = self._status_html()
         self.table.value = summary_table_html(frame.report)
+        self.cg_caption.value = cg_caption(frame.report)
         self._show_readouts()
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}
         self.updates.append({"settings": frame.settings.as_dict(), "snapshot": frame.snapshot,

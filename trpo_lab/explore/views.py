@@ -309,14 +309,21 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
 
 
 def cg_title_update(report: StepReport) -> Update:
-    """The CG view's title: the solve's settings and outcome, and the δ and line search it serves.
-    s = (F + λI)⁻¹g depends on neither, so moving δ or a line-search slider changes only this title."""
+    """The CG view's title: the solve's settings (damping, CG iterations) and outcome."""
     cg, st = report.cg, report.settings
     stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
     return {"layout": {"title": {"text": (
-        f"Conjugate gradient · λ = {st.damping:.3g}, cg_iters = {st.cg_iters}: {stop} "
-        f"· the same s for every δ (now {st.max_kl:.3g}) and line search (coef "
-        f"{st.backtrack_coef:.3g}, ≤ {st.backtrack_iters} trials)")}}}
+        f"Conjugate gradient · λ = {st.damping:.3g}, cg_iters = {st.cg_iters}: {stop}")}}}
+
+
+def cg_caption(report: StepReport) -> str:
+    """The line under the CG view's title: the δ and line search its direction serves. s = (F + λI)⁻¹g
+    depends on neither, so the explorer shows this as text beside the figure (moving δ or a
+    line-search slider then leaves the CG figure alone instead of redrawing it for its title)."""
+    st = report.settings
+    return (f"<span style='font-family:sans-serif;font-size:12px;color:#555'>The same s for every δ "
+            f"(now {st.max_kl:.3g}) and line search (coef {st.backtrack_coef:.3g}, ≤ "
+            f"{st.backtrack_iters} trials): s = (F + λI)⁻¹g depends on neither.</span>")
 
 
 def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
