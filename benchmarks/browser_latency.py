@@ -6,10 +6,12 @@ Playwright. The script opens notebooks/02_trust_region_explorer.ipynb, runs all 
 notebook opened → explorer drawn and every cell done), then for each slider focuses its handle and
 presses an arrow key (one slider step), `--presses` times with a pause between presses.
 
-A recorder in the page notes the time of every keydown / pointerup and, on every animation frame, what
-each of the four graph divs has drawn (Plotly's `gd.data` and `gd.layout`: trace values, titles,
-table cells). One press's latency is from its keydown to the last frame in which a figure changed,
-once the page is still again (kernel idle, nothing drawn for `--quiet` s). Each press is checked: the
+A recorder in the page notes the time of every keydown / pointerup and of every change of what the
+four graph divs have drawn (Plotly's `gd.data` and `gd.layout`: trace values, titles, annotations,
+axis ranges; looked at in the animation frame after each Plotly draw event) and of the explorer's HTML
+(status line, table of numbers, CG caption). One press's latency is from its keydown to the last
+frame in which anything changed, once the page is still again (kernel idle, nothing drawn for
+`--quiet` s). Each press is checked: the
 drawn figures must show the value in the explorer's status line (δ: the δ line of the line-search view;
 the others: the CG view's title and caption, which name every setting), else the script stops.
 
@@ -107,6 +109,15 @@ RECORDER_JS = """(q) => {
                       'plotly_afterplot', 'plotly_redraw'])
       gd.on(ev, () => look(`${name} ${ev}`));
   }
+  for (const [name, sel] of Object.entries(q.texts)) {  // HTML widgets: status line, table, caption
+    const el = document.querySelector(sel);
+    if (!el) continue;
+    lat.last[name] = el.innerText;
+    new MutationObserver(() => requestAnimationFrame(() => {
+      if (el.innerText !== lat.last[name]) lat.changes.push({ view: name, t: performance.now() });
+      lat.last[name] = el.innerText;
+    })).observe(el, { subtree: true, childList: true, characterData: true });
+  }
 }"""
 
 DRAWN_JS = """(q) => {
@@ -156,7 +167,8 @@ class Recorder:
     def __init__(self, nb: LabNotebook) -> None:
         self.nb = nb
         self.views = {name: view_selector(name) for name in VIEWS}
-        nb.page.evaluate(RECORDER_JS, {"views": self.views})
+        texts = {name: f"{EXPLORER} .trpo-explorer-{name}" for name in ("status", "table", "cg-caption")}
+        nb.page.evaluate(RECORDER_JS, {"views": self.views, "texts": texts})
 
     def state(self) -> dict:
         return self.nb.page.evaluate(
@@ -307,6 +319,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="run the notebook in full mode (default: test mode, TRPO_LAB_FAST=1)")
     parser.add_argument("--trace", type=Path, default=None,
                         help="also write a Chromium performance trace of the presses to this file")
+    parser.add_argument("--notebooks", type=Path, default=REPO / "notebooks",
+                        help="the notebooks folder to serve (e.g. another checkout's, with PYTHONPATH "
+                             "pointing at its package, to compare versions side by side)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -317,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
     env = {} if args.full else {"TRPO_LAB_FAST": "1"}
     if not args.full:
         os.environ["TRPO_LAB_FAST"] = "1"
-    server = start_lab_server(REPO / "notebooks", work / "server.log", env)
+    server = start_lab_server(args.notebooks, work / "server.log", env)
     report: dict = {}
     try:
         with sync_playwright() as pw:

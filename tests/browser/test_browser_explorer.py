@@ -93,6 +93,10 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     nb.wait_stable(30, EXPLORER)
     assert shows_new_delta(), "once the page is still, readout, status and line search agree on δ"
     delta_after = readout_value(nb, "max_kl")
+    # latest value wins: what the page settles on is where the handle was released, not a value
+    # from the middle of the drag
+    released_at = 10 ** float(delta.locator(".noUi-handle").first.get_attribute("aria-valuenow"))
+    assert close(delta_after, released_at), f"the page shows δ = {delta_after}, the handle {released_at}"
     moved_delta = drawn(nb)
     nb.screenshot_output("1_delta_dragged", nb.page.locator(EXPLORER))
     changed = {name for name in VIEWS if moved_delta[name] != start[name]}
