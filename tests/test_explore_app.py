@@ -225,3 +225,31 @@ def test_the_log_sliders_readouts_show_the_values_the_update_uses(snapshots):
     assert explorer.readouts["max_kl"].value == "3.00e-02" and explorer.report.settings.max_kl == 0.03
     explorer.sliders["max_kl"].value = 10 ** -2.0  # the user moves the handle
     assert explorer.readouts["max_kl"].value == "1.00e-02" == f"{explorer.report.settings.max_kl:.2e}"
+
+
+def test_figure_edits_reach_the_page_as_one_message_of_the_changed_leaves(explorer, monkeypatch):
+    import json
+
+    sent: dict[str, list] = {name: [] for name in explorer.figures}
+    for name, fig in explorer.figures.items():
+        monkeypatch.setattr(fig, "send", lambda content, buffers=None, name=name: sent[name].append(content))
+    explorer.sliders["max_kl"].value = 0.002
+    assert sent["cg"] == []  # δ leaves the CG figure alone
+    (msg,) = sent["line_search"]  # one message per figure and move
+    json.dumps(msg, allow_nan=False)  # plain JSON: arrays as lists, NaN as null
+    fig = explorer.figures["line_search"]
+    index = {t.name: str(i) for i, t in enumerate(fig.data)}
+    assert msg["trpo"] == "update" and msg["traces"][index["δ"]]["y"] == [0.002, 0.002]
+    assert msg["layout"]["yaxis2.range"] == list(fig.layout.yaxis2.range)
+    unchanged = {name for name, i in index.items() if i not in msg["traces"]}
+    assert "linear model g·(xβs)" not in unchanged  # the step rescaled: the model line changed …
+    for name in unchanged:  # … and what was not sent did not change
+        assert name in ("rejected trials", "rejected trials (KL)"), name
+
+    # a view rendered later asks for every leaf changed since the figure was built
+    explorer.sliders["max_kl"].value = 0.003
+    fig._trpo_on_msg(fig, {"type": "trpo_resync"}, [])
+    state = sent["line_search"][-1]
+    assert state["trpo"] == "state" and state["seq"] == sent["line_search"][-2]["seq"]
+    assert state["traces"][index["δ"]]["y"] == [0.003, 0.003]
+    assert state["traces"][index["δ"]].keys() >= {"y"} and "yaxis2.range" in state["layout"]

@@ -87,6 +87,11 @@ def _has_step(report: StepReport) -> bool:
 
 
 def _style(fig: go.Figure, height: int) -> go.Figure:
+    # Tick labels may overflow the figure: by default plotly.js measures every label of every axis
+    # (getBoundingClientRect, which forces a layout of the whole page) on each redraw to hide the ones
+    # that would; that was a quarter of a redraw's JavaScript time in a CPU profile of the explorer.
+    fig.update_xaxes(ticklabeloverflow="allow")
+    fig.update_yaxes(ticklabeloverflow="allow")
     fig.update_layout(height=height, margin=dict(l=60, r=20, t=60, b=40), template="plotly_white",
                       title=dict(x=0.01, font_size=14), uirevision="explorer",
                       legend=dict(orientation="h", yanchor="top", y=-0.14, x=0, font_size=11))
@@ -181,7 +186,8 @@ def _trust_region_base() -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Contour(
         name="surrogate gain", colorscale="RdBu", zmid=0, ncontours=16, line=dict(width=0.5),
-        colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8),
+        colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8,
+                      ticklabeloverflow="allow"),
         hovertemplate="a = %{x:.3g}<br>b = %{y:.3g}<br>L − L_old = %{z:.4g}<extra></extra>"))
     fig.add_trace(go.Contour(name="real KL̄ = δ", autocontour=False, showscale=False, showlegend=True,
                              contours=dict(coloring="lines"), line=dict(width=3), hoverinfo="skip",
