@@ -142,7 +142,7 @@ function draw(st) {
   const part = st.pending;
   st.pending = null;
   const views = [...st.views].filter((gd) => gd.isConnected && gd._fullLayout);
-  st.drawing = Promise.all(views.map((gd) => plotlyUpdate(gd, part)))
+  st.drawing = Promise.all(views.map(async (gd) => plotlyUpdate(gd, part)))  // a throw rejects
     .catch((e) => console.error("trpo_lab: figure update failed", e))
     .finally(() => { st.drawing = null; schedule(st); });
 }
