@@ -18,6 +18,7 @@ import math
 import sys
 import time
 import types
+import uuid
 from typing import Any
 
 from .landscape import GRID
@@ -93,32 +94,39 @@ function plotlyWidget(model) {
   }
   return slot.promise;
 }
-const STATES = new WeakMap();  // per figure model: merged leaves, pending leaves, graph divs
+const STATES = new Map();  // per figure (its `_trpo_id`): merged leaves, pending leaves, graph divs
 const empty = () => ({ traces: {}, layout: {} });
 function merge(into, part) {
   for (const [i, props] of Object.entries(part.traces || {})) Object.assign((into.traces[i] ??= {}), props);
   Object.assign(into.layout, part.layout || {});
   return into;
 }
-function stateOf(model) {
-  let st = STATES.get(model);
+function stateOf(model) {  // initialize and render may get different wrappers of one model
+  const id = model.get("_trpo_id");
+  let st = STATES.get(id);
   if (!st) {
     st = { seq: -1, all: empty(), pending: null, views: new Set(), frame: 0, drawing: null };
-    STATES.set(model, st);
+    STATES.set(id, st);
     model.on("msg:custom", (msg) => receive(st, msg));
     model.send({ type: "trpo_resync" });  // what changed before this page listened
   }
   return st;
 }
 function receive(st, msg) {
-  if (!msg || !msg.trpo || msg.seq <= st.seq) return;
+  if (!msg || !msg.trpo) return;
   const log = (globalThis[KEY].received ??= []);  // arrival times, read by benchmarks/browser_latency.py
   log.push(performance.now());
   if (log.length > 256) log.splice(0, 128);
-  if (msg.trpo === "state") st.all = empty();
+  if (msg.trpo === "state") {  // every leaf changed up to msg.seq: draw all of it
+    if (msg.seq < st.seq) return;
+    st.all = merge(empty(), msg);
+    st.pending = merge(empty(), msg);
+  } else {
+    if (msg.seq <= st.seq) return;  // already part of a state drawn
+    merge(st.all, msg);
+    st.pending = merge(st.pending ?? empty(), msg);
+  }
   st.seq = msg.seq;
-  merge(st.all, msg);
-  st.pending = merge(st.pending ?? empty(), msg);
   schedule(st);
 }
 function schedule(st) {
@@ -141,7 +149,7 @@ function draw(st) {
   st.frame = 0;
   const part = st.pending;
   st.pending = null;
-  const views = [...st.views].filter((gd) => gd.isConnected && gd._fullLayout);
+  const views = [...st.views].filter((gd) => gd._fullLayout);
   st.drawing = Promise.all(views.map(async (gd) => plotlyUpdate(gd, part)))  // a throw rejects
     .catch((e) => console.error("trpo_lab: figure update failed", e))
     .finally(() => { st.drawing = null; schedule(st); });
@@ -226,6 +234,11 @@ def shared_bundle_figure_widget(carries_bundle: bool = False) -> type:
 
             _esm = SHARED_BUNDLE_ESM
             _bundle = traitlets.Unicode(source).tag(sync=True)
+            _trpo_id = traitlets.Unicode().tag(sync=True)  # the page keeps its state per figure
+
+            @traitlets.default("_trpo_id")
+            def _new_id(self) -> str:  # part of the state the widget opens with
+                return uuid.uuid4().hex
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 self._trpo_seq = 0
