@@ -140,9 +140,10 @@ function plotlyUpdate(gd, part) {
     for (const [path, value] of Object.entries(part.traces[i]))
       (data[path] ??= new Array(idx.length).fill(undefined))[k] = value;  // undefined: left alone
   });
-  // plotly's widget view must not echo this edit to the kernel; not enumerable, so plotly.js does not
-  // take the flag for an attribute
-  Object.defineProperty(data, "_doNotReportToPy", { value: true });
+  // plotly's widget view must not echo this edit to the kernel: it looks for this flag in the event's
+  // copy of `data` (an enumerable property, or the copy would lose it; an echo arriving after a newer
+  // value would set the kernel's figure back to the older one and send it again)
+  data._doNotReportToPy = true;
   return Plotly.update(gd, data, { ...part.layout }, idx);
 }
 function draw(st) {
