@@ -166,7 +166,7 @@ export default () => {
   let inner, ready;
   return {
     initialize(ctx) {
-      const st = stateOf(ctx.model);
+      if (ctx.model.get("_trpo_id")) stateOf(ctx.model);  // figures with light updates only
       ready = plotlyWidget(ctx.model).then((factory) => {
         inner = factory();
         return inner.initialize(ctx);
@@ -175,8 +175,9 @@ export default () => {
     },
     async render(ctx) {
       await ready;
-      const st = stateOf(ctx.model);
       const cleanup = await inner.render(ctx);
+      if (!ctx.model.get("_trpo_id")) return cleanup;
+      const st = stateOf(ctx.model);
       const gd = await plotted(ctx.el);
       globalThis[KEY].Plotly ??= globalThis.Plotly;  // set by the bundle's plotly.js
       st.views.add(gd);
@@ -192,7 +193,7 @@ export default () => {
   };
 };
 """
-_FIGURE_CLASSES: dict[bool, type] = {}
+_FIGURE_CLASSES: dict[tuple[bool, bool], type] = {}
 
 
 def _plain(value: Any) -> Any:
@@ -214,17 +215,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def shared_bundle_figure_widget(carries_bundle: bool = False) -> type:
+def shared_bundle_figure_widget(carries_bundle: bool = False, light_updates: bool = False) -> type:
     """A `FigureWidget` subclass whose views share one import of plotly's widget bundle; with
-    `carries_bundle`, its initial state also holds the bundle's source (one such figure per page)."""
-    if carries_bundle not in _FIGURE_CLASSES:
+    `carries_bundle`, its initial state also holds the bundle's source (one such figure per page);
+    with `light_updates`, its edits reach the page as described at `SHARED_BUNDLE_ESM` (the explorer's
+    figures; other figures keep plotly's own road, which draws every intermediate state)."""
+    key = (carries_bundle, light_updates)
+    if key not in _FIGURE_CLASSES:
         import traitlets
 
         FigureWidget = import_figure_widget()
         source = plotly_widget_bundle() if carries_bundle else ""
         from plotly.basedatatypes import Undefined
 
-        class ExplorerFigureWidget(FigureWidget):
+        class SharedBundleFigureWidget(FigureWidget):
+            _esm = SHARED_BUNDLE_ESM
+            _bundle = traitlets.Unicode(source).tag(sync=True)
+
+        class ExplorerFigureWidget(SharedBundleFigureWidget):
             """A `FigureWidget` whose edits reach the page as one small message each.
 
             plotly's own road for one `batch_update` is four trait messages (two edit ids, the
@@ -233,8 +241,6 @@ def shared_bundle_figure_widget(carries_bundle: bool = False) -> type:
             restyle / relayout / update becomes one custom message of the changed leaves, drawn as
             described at `SHARED_BUNDLE_ESM`; the Python figure holds the same values as before."""
 
-            _esm = SHARED_BUNDLE_ESM
-            _bundle = traitlets.Unicode(source).tag(sync=True)
             _trpo_id = traitlets.Unicode().tag(sync=True)  # the page keeps its state per figure
 
             @traitlets.default("_trpo_id")
@@ -281,8 +287,8 @@ def shared_bundle_figure_widget(carries_bundle: bool = False) -> type:
             def _send_relayout_msg(self, layout_data, source_view_id=None) -> None:
                 self._trpo_send(None, layout_data, None)
 
-        _FIGURE_CLASSES[carries_bundle] = ExplorerFigureWidget
-    return _FIGURE_CLASSES[carries_bundle]
+        _FIGURE_CLASSES[key] = ExplorerFigureWidget if light_updates else SharedBundleFigureWidget
+    return _FIGURE_CLASSES[key]
 
 
 def plotly_widget_bundle() -> str:
@@ -383,7 +389,7 @@ class Explorer:
         self.figures: dict[str, Any] = {}
         if share_plotly_bundle:
             preload_plotly_widgets()
-            FigureWidget = shared_bundle_figure_widget()
+            FigureWidget = shared_bundle_figure_widget(light_updates=True)
         else:
             FigureWidget = import_figure_widget()
         for key, fig in frame_figures(self.frame).items():
