@@ -267,7 +267,8 @@ def drag_delta(nb: LabNotebook, rec: Recorder, seconds: float, quiet: float) -> 
         nb.page.mouse.move(start_x + (end_x - start_x) * k / steps, y)
         nb.page.wait_for_timeout(seconds * 1000 / steps)
     nb.page.mouse.up()
-    final = 10 ** float(handle.get_attribute("aria-valuenow"))  # where the handle was released
+    # where the handle was released: δ's slider spans 10^-4…10^-1 in steps of 10^0.05
+    final = 10 ** (-4 + round(3 * nb.slider_fraction(slider) / 0.05) * 0.05)
     # the slider sends its last value once the kernel has answered the one before: wait for the
     # status line to show it, then for the page to be still
     nb.wait_until(lambda: close(status_numbers(rec.drawn()["status"])["δ"], final),
