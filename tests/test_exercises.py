@@ -24,34 +24,45 @@ from trpo_lab.exercises import (
 # ───────────────────────────── the right answers pass ─────────────────────────────
 
 
-def test_reference_and_solutions_pass_every_check():
-    ref_cg = lambda Av, b, iters, tol: trust_region.conjugate_gradient(Av, b, iters, tol)  # noqa: E731
-    for check, fns in (
-        (check_conjugate_gradient, (solutions.conjugate_gradient, ref_cg)),
-        (check_fisher_vector_product, (solutions.fisher_vector_product,
-                                       trust_region.fisher_vector_product)),
-        (check_line_search, (solutions.line_search,)),
-        (check_gae, (solutions.gae, advantages.gae)),
-    ):
-        for fn in fns:
-            result = check(fn, verbose=False)
-            assert result.passed, result
-            assert result and result.cases >= 5
+def written(fn):
+    """The same code as `fn`, compiled anew: a student who typed the reference solution (the guard only
+    fails calls into trpo_lab's own function objects)."""
+    import inspect
+    namespace = dict(fn.__globals__)
+    exec(compile(inspect.getsource(fn), f"<student {fn.__name__}>", "exec"), namespace)
+    return namespace[fn.__name__]
 
 
-def test_checks_leave_the_global_rng_alone():
-    state = torch.random.get_rng_state()
-    check_fisher_vector_product(solutions.fisher_vector_product, verbose=False)
-    check_line_search(solutions.line_search, verbose=False)
-    assert torch.equal(torch.random.get_rng_state(), state)
+def test_the_solutions_written_out_pass_every_check():
+    for check, fn in ((check_conjugate_gradient, solutions.conjugate_gradient),
+                      (check_fisher_vector_product, solutions.fisher_vector_product),
+                      (check_line_search, solutions.line_search), (check_gae, solutions.gae)):
+        result = check(written(fn), verbose=False)
+        assert result.passed, result
+        assert result and result.cases >= 5
 
 
-def test_checks_pass_on_other_seeds():
-    for seed in (1, 2):
-        assert check_conjugate_gradient(solutions.conjugate_gradient, seed=seed, verbose=False)
-        assert check_fisher_vector_product(solutions.fisher_vector_product, seed=seed, verbose=False)
-        assert check_line_search(solutions.line_search, seed=seed, verbose=False)
-        assert check_gae(solutions.gae, seed=seed, verbose=False)
+@pytest.mark.parametrize("check, answer, called", [
+    (check_conjugate_gradient,
+     lambda Av, b, iters, tol: trust_region.conjugate_gradient(Av, b, iters, tol).x, "cg.conjugate_gradient"),
+    (check_fisher_vector_product, trust_region.fisher_vector_product, "problem.fisher_vector_product"),
+    (check_fisher_vector_product,
+     lambda problem, v, damping: trust_region.fisher_operator(problem)(v) + damping * v, "fisher_operator"),
+    (check_line_search,
+     lambda problem, step, max_kl, coef=0.8, iters=10: trust_region.trpo_step(
+         problem, max_kl=max_kl, backtrack_coef=coef, backtrack_iters=iters).theta_new, "trpo_step"),
+    (check_gae, lambda *args: advantages.gae(*args)[0], "advantages.gae"),
+    (check_gae, lambda *args: solutions.gae(*args), "solutions.gae"),
+])
+def test_calling_trpo_labs_own_implementation_fails_with_a_reason(check, answer, called):
+    problem = _fails_with(check, answer, "trpo_lab's own implementation", called, "scores 0")
+    assert problem.count("trpo_lab") >= 1
+
+
+def test_the_checks_pass_trpo_labs_own_implementations_outside_a_student_function():
+    # the guard is on the call, not on the numbers: the library's answers are the checks' answers
+    from trpo_lab.grading import _forbidden
+    assert not _forbidden.get()
 
 
 def _fails_with(check, fn, *words: str) -> str:
@@ -313,21 +324,64 @@ def test_gae_explains_an_unknown_mistake_with_the_first_wrong_step():
 # ───────────────────────────── solutions: use, show, hide ─────────────────────────────
 
 
-@pytest.mark.parametrize("solutions_var, fast, expected", [
-    (None, None, False), (None, "1", True), ("1", None, True), ("0", "1", False), ("false", None, False),
+@pytest.mark.parametrize("solutions_var, fast, swapped", [
+    (None, None, set()), (None, "1", set()), ("1", None, {"gae", "line_search"}), ("0", "1", set()),
+    ("false", None, set()), ("all", "1", {"gae", "line_search"}), ("gae", None, {"gae"}),
+    (" line_search , conjugate_gradient", "1", {"line_search"}),
 ])
-def test_solutions_mode(monkeypatch, solutions_var, fast, expected):
+def test_the_reference_switch_is_per_exercise_and_never_silent_in_test_mode(
+        monkeypatch, capsys, solutions_var, fast, swapped):
     for name, value in (("TRPO_LAB_SOLUTIONS", solutions_var), ("TRPO_LAB_FAST", fast)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    assert solutions_enabled() is expected
+    assert solutions_enabled() is (swapped == {"gae", "line_search"})
 
     def gae(*args):
         raise NotImplementedError
 
-    assert (exercise(gae) is solutions.gae) is expected
+    def line_search(*args):
+        raise NotImplementedError
+
+    for fn, reference in ((gae, solutions.gae), (line_search, solutions.line_search)):
+        used = exercise(fn)
+        assert (used is reference) is (fn.__name__ in swapped)
+        out = capsys.readouterr().out
+        assert ("RUNNING THE REFERENCE SOLUTION, NOT YOUR CODE" in out) is (fn.__name__ in swapped)
+        assert ("NOT GRADED" in out) is (fn.__name__ in swapped)
+
+
+def test_use_reference_in_a_notebook_cell(monkeypatch, capsys):
+    from trpo_lab.grading import use_reference
+    monkeypatch.delenv("TRPO_LAB_SOLUTIONS", raising=False)
+
+    def gae(*args):
+        raise NotImplementedError
+
+    try:
+        use_reference("gae")
+        assert exercise(gae) is solutions.gae
+        with pytest.raises(ValueError, match="no exercise named 'gea'.*allowed"):
+            use_reference("gea")
+    finally:
+        use_reference()
+    assert exercise(gae) is gae
+
+
+def test_a_switched_in_reference_scores_zero_under_nbgrader_and_lets_run_all_go_on_otherwise(
+        monkeypatch, capsys):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    result = check_gae(solutions.gae, verbose=False)
+    assert not result and result.reference_used and "scores 0" in result.problem
+    assert "NOT GRADED" in str(result)
+    assert result.require() is result          # interactive: warns, does not raise
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match="NOT GRADED"):
+        result.require()
+    with pytest.raises(AssertionError, match="first wrong at t =|off-by-one|wrong"):
+        check_gae(lambda *a: written(solutions.gae)(*a) + 1.0, verbose=False).require()
+    assert check_gae(written(solutions.gae), verbose=False).require()
 
 
 def test_hidden_solutions_give_a_clear_error(monkeypatch):
@@ -353,3 +407,61 @@ def test_unknown_solution_and_show_solution(monkeypatch, capsys):
     source = show_solution("conjugate_gradient")
     assert "def conjugate_gradient" in source and "torch.zeros_like(b)" in source
     assert "def conjugate_gradient" in capsys.readouterr().out
+
+
+# ───────────────────────────── the four sharpened messages ─────────────────────────────
+
+
+def test_fvp_without_create_graph_is_explained():
+    def fvp(problem, v, damping):
+        theta = problem.theta_old.detach().clone().requires_grad_(True)
+        rows = problem.fvp_rows
+        kl = kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows)).mean()
+        (grad_kl,) = torch.autograd.grad(kl, theta)  # no create_graph
+        (fv,) = torch.autograd.grad(grad_kl @ v, theta)
+        return fv + damping * v
+
+    _fails_with(check_fisher_vector_product, fvp, "create_graph=True", "cannot be differentiated again")
+
+
+def test_fvp_of_the_sampled_kl_is_called_an_unbiased_estimate():
+    def fvp(problem, v, damping):
+        theta = problem.theta_old.detach().clone().requires_grad_(True)
+        rows = problem.fvp_rows
+        actions = problem.actions if rows is None else problem.actions[rows]
+        old = problem.old_log_prob if rows is None else problem.old_log_prob[rows]
+        kl = (old - problem.distribution_at(theta, rows).log_prob(actions)).mean()
+        (grad_kl,) = torch.autograd.grad(kl, theta, create_graph=True)
+        (fv,) = torch.autograd.grad(grad_kl @ v, theta)
+        return fv + damping * v
+
+    _fails_with(check_fisher_vector_product, fvp, "sampled KL estimate", "unbiased estimate of F",
+                "cosine with the right answer")
+
+
+def test_line_search_with_the_max_kl_is_explained():
+    def line_search(problem, full_step, max_kl, backtrack_coef=0.8, backtrack_iters=10):
+        old = trust_region.surrogate(problem, problem.theta_old)
+        with torch.no_grad():
+            for k in range(backtrack_iters):
+                theta = problem.theta_old + backtrack_coef**k * full_step
+                kl = kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).max()
+                if kl <= max_kl and trust_region.surrogate(problem, theta) - old > 0:
+                    return theta
+        return problem.theta_old
+
+    _fails_with(check_line_search, line_search, "largest per-state KL", "mean over states")
+
+
+def test_line_search_reverse_kl_message_reconciles_the_direction():
+    from trpo_lab.exercises import _LINE_SEARCH_MISTAKES
+    message = _LINE_SEARCH_MISTAKES["reverse_kl"]
+    assert "Spinning Up" in message and "eq. 12" in message and "old policy first" in message
+
+
+def test_normalised_gae_advantages_are_explained():
+    def normalised(*args):
+        adv = written(solutions.gae)(*args)
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+    _fails_with(check_gae, normalised, "you normalised the advantages", "raw Â")

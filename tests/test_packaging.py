@@ -42,3 +42,9 @@ def test_pyproject_declares_the_package_its_cli_and_its_dependencies():
     assert project["scripts"]["trpo-lab"] == "trpo_lab.cli:main"
     test_names = {re.split(r"[<>=\[ ]", d)[0] for d in project["optional-dependencies"]["test"]}
     assert {"pytest", "nbval"} <= test_names
+
+
+def test_the_ray_extra_is_declared_and_installed_for_the_tests():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("ray[tune]") for d in project["optional-dependencies"]["ray"])
+    assert any(line.startswith("ray[tune]") for line in requirement_lines((ROOT / "requirements.txt").read_text()))

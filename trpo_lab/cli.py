@@ -3,6 +3,7 @@
     trpo-lab train --preset CartPole-v1 --seed 0 --out runs/cartpole [--update npg]
     trpo-lab evaluate runs/cartpole --episodes 10 [--json]
     trpo-lab presets
+    trpo-lab sweep --preset CartPole-v1 --grid max_kl=0.003,0.01 damping=0.1,1 --seeds 3 --out runs/sweep
 
 Every `TRPOConfig` field is a flag (`--max-kl 0.02`, `--hidden-sizes 64 64`, `--normalize-obs`);
 flags override the preset, the preset overrides the defaults.
@@ -11,15 +12,12 @@ flags override the preset, the preset overrides the defaults.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from .config import PRESETS, ConfigError, TRPOConfig, field_docs
-
-RUN_FILES = ("config.json", "checkpoint.pt")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +30,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         options = getattr(f.metadata.get("setting"), "check", None)
         if getattr(options, "options", None):
             kwargs.update(type=str, choices=options.options)
+        elif f.metadata.get("choices"):
+            kwargs.update(type=str, choices=f.metadata["choices"])
         elif f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type.startswith("tuple"):
@@ -61,69 +61,95 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--stochastic", action="store_true", help="sample actions instead")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_parser("presets", help="list the presets")
+    s = sub.add_parser("sweep", help="a grid / random sweep over config fields × seeds, resumable",
+                       description="Every trial is a run folder in OUT/trials/; OUT/results.csv and "
+                       "OUT/results.json hold the table. Run the same command again to resume.")
+    base = s.add_mutually_exclusive_group()
+    base.add_argument("--preset", choices=sorted(PRESETS), help="base config: a preset")
+    base.add_argument("--config", metavar="FILE", help="base config: a config.json (or a run folder)")
+    s.add_argument("--out", required=True, metavar="SWEEP_DIR", help="the sweep's folder")
+    s.add_argument("--grid", nargs="+", default=[], metavar="FIELD=V1,V2",
+                   help="values per field, every combination (tuples as 64x64)")
+    s.add_argument("--sample", nargs="+", default=[], metavar="FIELD=DIST",
+                   help="random values: uniform:LO:HI, loguniform:LO:HI, randint:LO:HI, choice:A,B")
+    s.add_argument("--samples", type=int, default=0, metavar="N", help="random settings drawn")
+    s.add_argument("--sample-seed", type=int, default=0, help="seed of the random draws [default 0]")
+    s.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="seeds per setting: seed, seed+1, …, seed+N−1 [default 1]")
+    s.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes, or Ray Tune (pip install 'trpo_lab[ray]') [default local]")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="trials at once [default: one per core]")
+    s.add_argument("--address", default=None,
+                   help="Ray cluster address (else RAY_ADDRESS, else a local Ray instance)")
+    s.add_argument("--asha", action="store_true", help="Ray Tune's ASHA scheduler stops hopeless trials")
+    s.add_argument("--asha-grace", type=int, default=2, metavar="N",
+                   help="iterations every trial runs before ASHA may stop it [default 2]")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(s)
     return p
 
 
-class MetricsWriter:
-    """Appends one row per iteration to metrics.csv or metrics.jsonl, flushed at once."""
-
-    def __init__(self, run_dir: Path, fmt: str):
-        self.path = run_dir / f"metrics.{fmt}"
-        self.fmt = fmt
-        self.file = self.path.open("a", newline="")
-        self.csv = None
-
-    def write(self, row: dict) -> None:
-        if self.fmt == "jsonl":
-            self.file.write(json.dumps(row) + "\n")
-        else:
-            if self.csv is None:
-                self.csv = csv.DictWriter(self.file, fieldnames=list(row))
-                if self.file.tell() == 0:
-                    self.csv.writeheader()
-            self.csv.writerow(row)
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .train import Trainer, train
+    from .runs import holds_run, run_training
 
     run_dir = Path(args.out)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TRPOConfig)
-                 if getattr(args, f.name) is not None}
-    if args.checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every = {args.checkpoint_every} is not allowed: must be ≥ 1")
-    trainer = None
+    overrides = _overrides(args)
     if args.resume:
-        if not (run_dir / "checkpoint.pt").exists():
-            raise ConfigError(f"--resume: {str(run_dir)!r} holds no checkpoint.pt to resume from")
-        trainer = load_checkpoint(run_dir / "checkpoint.pt", overrides.get("total_steps"))
-        config = trainer.config
+        trainer = run_training(None, run_dir, resume=True, total_steps=overrides.get("total_steps"),
+                               metrics=args.metrics, checkpoint_every=args.checkpoint_every,
+                               progress=not args.no_progress)
     else:
-        if any((run_dir / f).exists() for f in RUN_FILES):
+        if holds_run(run_dir):
             raise ConfigError(f"--out {str(run_dir)!r} already holds a run; pass --resume to "
                               "continue it or choose another directory")
-        config = (TRPOConfig.from_preset(args.preset, **overrides) if args.preset
-                  else TRPOConfig().replace(**overrides))
-        trainer = Trainer(config)  # fails on a bad env before anything is written
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    writer = MetricsWriter(run_dir, args.metrics)
-    try:
-        trainer = train(config, trainer=trainer, progress=not args.no_progress,
-                        callback=lambda record, _: writer.write(record.as_dict()),
-                        checkpoint_path=str(run_dir / "checkpoint.pt"),
-                        checkpoint_every=args.checkpoint_every)
-    finally:
-        writer.close()
+        trainer = run_training(_base_config(args, overrides), run_dir, metrics=args.metrics,
+                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    config = trainer.config
     last = trainer.history[-1] if trainer.history else None
     if last is not None:
         print(f"{config.env_id}: {trainer.steps} steps, {trainer.iteration} iterations, "
               f"mean return (last 20 episodes) {last.mean_return:.1f}; run saved in {run_dir}")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TRPOConfig)
+            if getattr(args, f.name) is not None}
+
+
+def _base_config(args: argparse.Namespace, overrides: dict) -> TRPOConfig:
+    """The preset, else the --config file (a config.json), else the defaults; then the flags."""
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"--config {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {str(path)!r} is not JSON: {e}") from e
+        return TRPOConfig.from_dict({**data, **overrides})
+    if args.preset:
+        return TRPOConfig.from_preset(args.preset, **overrides)
+    return TRPOConfig().replace(**overrides)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepSpec, parse_grid, parse_sample, run_sweep
+
+    overrides = _overrides(args)
+    if "seed" in overrides and overrides["seed"] < 0:
+        raise ConfigError(f"--seed = {overrides['seed']} is not allowed: must be ≥ 0")
+    spec = SweepSpec(base=_base_config(args, overrides), grid=parse_grid(args.grid), seeds=args.seeds,
+                     sample=parse_sample(args.sample), samples=args.samples, sample_seed=args.sample_seed)
+    if not spec.grid and not spec.sample:
+        raise ConfigError("trpo-lab sweep: give --grid FIELD=V1,V2 … and/or --sample FIELD=DIST "
+                          "--samples N")
+    rows = run_sweep(spec, args.out, backend=args.backend, workers=args.workers, address=args.address,
+                     asha=args.asha, asha_grace=args.asha_grace, progress=not args.no_progress)
+    print(f"{len(rows)} trials; table in {Path(args.out) / 'results.csv'} and results.json")
     return 0
 
 
@@ -153,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, values in PRESETS.items():
                 print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
             return 0
-        return cmd_train(args) if args.command == "train" else cmd_evaluate(args)
+        commands = {"train": cmd_train, "sweep": cmd_sweep, "evaluate": cmd_evaluate}
+        return commands[args.command](args)
     except (ConfigError, ValueError, RuntimeError) as e:  # EnvError, CheckpointError included
         print(f"trpo-lab: error: {e}", file=sys.stderr)
         return 2

@@ -11,9 +11,10 @@ everything passed, so a notebook cell reads `assert check_gae(gae)`.
     line_search(problem, full_step, max_kl, backtrack_coef, backtrack_iters) -> θ
     gae(rewards, values, next_values, terminated, episode_ends, gamma, lam) -> Â     (1-D, [T])
 
-Solutions: `trpo_lab.solutions` holds one per exercise. An exercise cell decorated with `@exercise`
-runs the student's code, or the solution when TRPO_LAB_SOLUTIONS=1 (or, unless TRPO_LAB_SOLUTIONS=0,
-under test with TRPO_LAB_FAST=1).
+Solutions: `trpo_lab.solutions` holds one per exercise. An exercise cell decorated with `@exercise` runs
+the student's code, or — loudly, and then it scores 0 — the reference for the exercises named in
+TRPO_LAB_SOLUTIONS or `use_reference(...)` (see `trpo_lab.grading`). A student's function that calls
+trpo_lab's own implementation of the exercise fails its check with a message saying so.
 """
 
 from __future__ import annotations
@@ -21,127 +22,50 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from . import advantages as adv
+from . import cg
+from . import problem as pr
 from . import trust_region as tr
 from .advantages import gae as reference_gae
+from .grading import (  # noqa: F401  (re-exported for notebooks)
+    SOLUTIONS_VAR,
+    CheckResult,
+    exercise,
+    reference_chosen,
+    solutions_enabled,
+    use_reference,
+)
+from .grading import (
+    Failed as _Failed,
+)
+from .grading import (
+    as_vector as _as_vector,
+)
+from .grading import (
+    call as _call,
+)
+from .grading import (
+    close as _close,
+)
+from .grading import (
+    run as _run,
+)
 from .policies import PolicySpec, build_policy
-
-SOLUTIONS_VAR = "TRPO_LAB_SOLUTIONS"
-
-# ───────────────────────────── solutions: use, show, hide ─────────────────────────────
-
-
-def solutions_enabled() -> bool:
-    """True when exercise cells should run the reference solutions: TRPO_LAB_SOLUTIONS=1, or test mode
-    (TRPO_LAB_FAST=1) unless TRPO_LAB_SOLUTIONS=0."""
-    value = os.environ.get(SOLUTIONS_VAR, "").strip().lower()
-    if value:
-        return value not in ("0", "false", "no", "off")
-    return os.environ.get("TRPO_LAB_FAST", "") == "1"
-
-
-def _solution(name: str) -> Callable:
-    try:
-        from . import solutions
-    except ImportError as e:
-        raise RuntimeError(
-            f"solutions mode is on ({SOLUTIONS_VAR}=1 or TRPO_LAB_FAST=1) but trpo_lab/solutions.py is "
-            f"not part of this copy of the lab: write {name} yourself, or set {SOLUTIONS_VAR}=0") from e
-    if not hasattr(solutions, name):
-        raise RuntimeError(f"trpo_lab.solutions has no solution named {name!r}")
-    return getattr(solutions, name)
-
-
-def exercise(fn: Callable) -> Callable:
-    """Decorate an exercise cell's function: returns it unchanged (the student's work), or the
-    solution of the same name from `trpo_lab.solutions` when `solutions_enabled()`."""
-    if not solutions_enabled():
-        return fn
-    print(f"{fn.__name__}: running the reference solution ({SOLUTIONS_VAR} / TRPO_LAB_FAST is set)")
-    return _solution(fn.__name__)
 
 
 def show_solution(name: str) -> str:
     """Print and return the source of the solution `name` (for teachers handing out answers)."""
+    from .grading import _solution
+
     source = inspect.getsource(_solution(name))
     print(source)
     return source
-
-
-# ───────────────────────────── check results ─────────────────────────────
-
-
-@dataclass
-class CheckResult:
-    """What a check found: truthy when every case passed; otherwise `problem` explains the first failure."""
-
-    name: str
-    cases: int = 0
-    problem: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return self.problem is None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        if self.passed:
-            text = f"✔ {self.name}: all {self.cases} checks passed"
-        else:
-            text = f"✘ {self.name}: failed after {self.cases} passing checks\n  {self.problem}"
-        return "\n".join([text, *(f"  note: {n}" for n in self.notes)])
-
-    __repr__ = __str__
-
-
-class _Failed(Exception):
-    pass
-
-
-def _call(fn: Callable, case: str, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # the student's code: report, don't crash the check
-        raise _Failed(f"{case}: your function raised {type(e).__name__}: {e}") from e
-
-
-def _as_vector(out, case: str, like: Tensor, what: str) -> Tensor:
-    if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
-        out = out[0]
-    out = getattr(out, "x", out)  # a CGResult-like object
-    if not isinstance(out, Tensor):
-        raise _Failed(f"{case}: expected {what} as a torch.Tensor, got {type(out).__name__}")
-    if out.shape != like.shape:
-        raise _Failed(f"{case}: expected {what} of shape {tuple(like.shape)}, got {tuple(out.shape)}")
-    out = out.detach().to(like.dtype)
-    if not torch.isfinite(out).all():
-        raise _Failed(f"{case}: {what} contains NaN or infinite values")
-    return out
-
-
-def _close(a: Tensor, b: Tensor, rtol: float = 1e-7) -> bool:
-    return bool((a - b).norm() <= rtol * max(1.0, float(b.norm())))
-
-
-def _run(name: str, cases: Callable[[CheckResult], None], verbose: bool) -> CheckResult:
-    result = CheckResult(name)
-    try:
-        cases(result)
-    except _Failed as e:
-        result.problem = str(e)
-    if verbose:
-        print(result)
-    return result
 
 
 # ───────────────────────────── conjugate gradient ─────────────────────────────
@@ -256,7 +180,8 @@ def check_conjugate_gradient(student: Callable, seed: int = 0, verbose: bool = T
                               "your x is not the early-stopped one")
             result.cases += 1
 
-    return _run("conjugate_gradient", cases, verbose)
+    return _run("conjugate_gradient", student, cases, verbose,
+                lambda: [cg.conjugate_gradient, tr.natural_direction])
 
 
 # ───────────────────────────── Fisher-vector product ─────────────────────────────
@@ -316,6 +241,16 @@ def _explain_fvp(problem: tr.UpdateProblem, v: Tensor, damping: float, y: Tensor
     if _close(y, J.T @ (J @ v) / J.shape[0] + damping * v, 1e-6):
         return ("that is the empirical Fisher (mean of ∇log π ∇log πᵀ over the sampled actions); TRPO uses "
                 "the Hessian of the analytic mean KL, exact in expectation over actions")
+    old_log_prob = problem.old_log_prob if rows is None else problem.old_log_prob[rows]
+    sampled = torch.autograd.functional.hvp(lambda th: (old_log_prob - log_prob(th)).mean(), theta, v)[1]
+    if _close(y, sampled + damping * v, 1e-6) or _close(y, sampled, 1e-6):
+        cos = float(y @ (Fv + damping * v) / (y.norm() * (Fv + damping * v).norm() + 1e-300))
+        return ("you differentiated the sampled KL estimate mean(log π_old(a|s) − log π_θ(a|s)) over the "
+                "batch's actions. Its Hessian −mean ∇²log π_θ(a|s) is an unbiased estimate of F (its "
+                "expectation over a ~ π_old is F), but on one batch it is noisy and need not even be "
+                f"positive semi-definite (cosine with the right answer {cos:.3f}). TRPO differentiates "
+                "the analytic KL between the distributions, exact for every state: "
+                "kl_divergence(problem.old_distribution(rows), problem.distribution_at(theta, rows))")
     hvp = torch.autograd.functional.hvp(lambda th: tr.surrogate(problem, th), theta, v)[1]
     if _close(y, hvp + damping * v, 1e-6) or _close(y, hvp, 1e-6):
         return "that is the Hessian of the surrogate L, not of the mean KL"
@@ -323,6 +258,21 @@ def _explain_fvp(problem: tr.UpdateProblem, v: Tensor, damping: float, y: Tensor
     return (f"your result is not (F + damping·I) v (cosine with the right answer {cos:.3f}); F is the "
             "Hessian of KL̄(θ) = mean_s KL(π_old(·|s) ‖ π_θ(·|s)) at θ_old: grad with create_graph=True, "
             "then the gradient of (∇KL̄ · v)")
+
+
+def _call_fvp(student: Callable, case: str, problem: tr.UpdateProblem, v: Tensor, damping: float):
+    """The student's F v; torch's errors of a first-order-only gradient get an explanation."""
+    try:
+        return _call(student, case, problem, v, damping)
+    except _Failed as e:
+        text = str(e.__cause__ or "")
+        if isinstance(e.__cause__, RuntimeError) and ("does not require grad" in text
+                                                      or "not have been used in the graph" in text):
+            raise _Failed(f"{case}: the second torch.autograd.grad failed ({text.splitlines()[0]}). The "
+                          "first gradient ∇KL̄ was taken without create_graph=True, so it is a constant "
+                          "with no graph and (∇KL̄ · v) cannot be differentiated again: call "
+                          "torch.autograd.grad(kl, theta, create_graph=True) first") from e
+        raise
 
 
 def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool = True) -> CheckResult:
@@ -340,7 +290,7 @@ def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool 
                 v_before = v.clone()
                 case = f"{kind} policy, damping = {damping}"
                 case += ", F on half the rows" if fraction < 1 else ""
-                y = _as_vector(_call(student, case, problem, v, damping), case, v, "(F + damping·I) v")
+                y = _as_vector(_call_fvp(student, case, problem, v, damping), case, v, "(F + damping·I) v")
                 if not torch.equal(v, v_before) or not torch.equal(problem.theta_old, theta_before):
                     raise _Failed(f"{case}: your function changed its input v or problem.theta_old in place")
                 Fv = Fop(v)
@@ -350,7 +300,8 @@ def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool 
         result.notes.append("both KL directions have the same Hessian at θ_old, so F v cannot tell them "
                             "apart; the line search can (the constraint is KL(π_old ‖ π_θ))")
 
-    return _run("fisher_vector_product", cases, verbose)
+    return _run("fisher_vector_product", student, cases, verbose,
+                lambda: [pr.fisher_operator, pr.fisher_vector_product, pr.empirical_fisher_operator])
 
 
 # ───────────────────────────── line search ─────────────────────────────
@@ -366,6 +317,8 @@ def _line_search(problem: tr.UpdateProblem, step: Tensor, max_kl: float, coef: f
             gain = float(tr.surrogate(problem, theta)) - old
             if mistake == "reverse_kl":
                 kl = float(kl_divergence(problem.distribution_at(theta), problem.old_distribution()).mean())
+            elif mistake == "max_kl":
+                kl = float(kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).max())
             else:
                 kl = float(tr.mean_kl(problem, theta))
             return {"no_kl": (gain, 0.0), "no_gain": (1.0, kl), "kl_flipped": (gain, 2 * max_kl - kl)
@@ -381,8 +334,14 @@ def _line_search(problem: tr.UpdateProblem, step: Tensor, max_kl: float, coef: f
 
 
 _LINE_SEARCH_MISTAKES = {
-    "reverse_kl": "you measure KL(π_θ ‖ π_old); the trust region is KL(π_old ‖ π_θ) (old first: "
-                  "kl_divergence(problem.old_distribution(), problem.distribution_at(θ)))",
+    "reverse_kl": "you measure KL(π_θ ‖ π_old). Some implementations do (Spinning Up's TRPO for Gaussian "
+                  "policies, for one), and near θ_old it gives nearly the same steps; but the paper's "
+                  "constraint (eq. 12), which this lab and this exercise follow, is KL(π_old ‖ π_θ), old "
+                  "policy first: "
+                  "kl_divergence(problem.old_distribution(), problem.distribution_at(θ)) (see exercise 2)",
+    "max_kl": "you constrained the largest per-state KL (D_KL^max of Theorem 1); the practical "
+              "constraint (eq. 12) is the mean over states, KL̄ ≤ δ: take .mean() of the per-state KLs, "
+              "not .max() (the max rejects steps the mean accepts)",
     "no_kl": "you accepted a trial whose mean KL exceeds δ: check KL̄ ≤ max_kl before accepting",
     "kl_flipped": "the KL test is reversed: accept when KL̄ ≤ δ, reject when KL̄ > δ",
     "no_gain": "you accepted a trial whose surrogate does not improve: require L(θ) − L(θ_old) > 0",
@@ -453,7 +412,8 @@ def check_line_search(student: Callable, seed: int = 0, verbose: bool = True) ->
                 raise _Failed(f"{said}, you returned fraction {got:.4g}: try fractions 1, c, c², … in turn "
                               "and return the first θ with KL̄(π_old ‖ π_θ) ≤ δ and L(θ) > L(θ_old)")
 
-    return _run("line_search", cases, verbose)
+    return _run("line_search", student, cases, verbose,
+                lambda: [tr.backtracking_line_search, tr.trpo_step, tr.update_step])
 
 
 # ───────────────────────────── GAE ─────────────────────────────
@@ -496,6 +456,14 @@ def _explain_gae(args: tuple, gamma: float, lam: float, got: Tensor, expected: T
          "λ is missing: the carry is γλ·Â_{t+1}, not γ·Â_{t+1}"),
         (-expected, "wrong sign: δ_t = r_t + γV(s_{t+1}) − V(s_t)"),
         (expected + V, "that is the value target R̂ = Â + V(s_t): return the advantage Â"),
+        ((expected - expected.mean()) / (expected.std() + 1e-8),
+         "you normalised the advantages (mean 0, std 1): GAE returns the raw Â; the update normalises "
+         "each batch's advantages later (make_update_problem(normalize_advantages=True)), and the value "
+         "targets Â + V need the raw ones"),
+        ((expected - expected.mean()) / (expected.std(unbiased=False) + 1e-8),
+         "you normalised the advantages (mean 0, std 1): GAE returns the raw Â; the update normalises "
+         "each batch's advantages later (make_update_problem(normalize_advantages=True)), and the value "
+         "targets Â + V need the raw ones"),
     ]
     if 0 < lam <= gamma:
         variants.append((reference_gae(r, V, Vn, term, ends, gamma, lam / gamma)[0],
@@ -541,4 +509,4 @@ def check_gae(student: Callable, seed: int = 0, verbose: bool = True) -> CheckRe
                     raise _Failed(f"{case}: the advantages are right but the value targets are not Â + V")
             result.cases += 1
 
-    return _run("gae", cases, verbose)
+    return _run("gae", student, cases, verbose, lambda: [adv.gae, adv.td_errors])

@@ -1,9 +1,9 @@
 """Reference solutions of the exercises in notebook 01, written the way a student would write them.
 
-Teachers: hand this file out, or delete it from the students' copy to hide the answers; the
-`check_...` functions in `trpo_lab.exercises` do not need it (they compare with trpo_lab's own
-implementation). Under test (TRPO_LAB_FAST=1) or with TRPO_LAB_SOLUTIONS=1 the notebook's exercise
-cells run these instead of the student's code (see `trpo_lab.exercises.exercise`).
+The same code sits in notebook 01's solution cells (between nbgrader's BEGIN / END SOLUTION markers;
+tests/test_nbgrader.py keeps the two identical), so the notebook runs without this file. It is the
+per-exercise fallback: TRPO_LAB_SOLUTIONS=gae (or `use_reference("gae")`) runs the reference for the named
+exercises only, loudly, and those exercises score 0 (see `trpo_lab.grading`). Test mode never swaps.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from .trust_region import UpdateProblem, surrogate
+from . import trust_region as tr
+from .trust_region import UpdateProblem
 
 
 def conjugate_gradient(Av: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
@@ -54,10 +55,10 @@ def line_search(problem: UpdateProblem, full_step: Tensor, max_kl: float,
     improves; θ_old itself if no trial qualifies."""
     theta_old = problem.theta_old
     with torch.no_grad():
-        surrogate_old = surrogate(problem, theta_old)
+        surrogate_old = tr.surrogate(problem, theta_old)
         for k in range(backtrack_iters):
             theta = theta_old + backtrack_coef**k * full_step
-            gain = surrogate(problem, theta) - surrogate_old
+            gain = tr.surrogate(problem, theta) - surrogate_old
             kl = kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).mean()
             if kl <= max_kl and gain > 0:
                 return theta
@@ -75,3 +76,34 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor
         running = delta + gamma * lam * (1.0 - episode_ends[t].to(rewards.dtype)) * running
         advantages[t] = running
     return advantages
+
+
+# ───────── the TRPO core (notebook 01, exercises on the surrogate, the KL, β and one whole step) ─────────
+
+
+def surrogate(problem: UpdateProblem, theta: Tensor) -> Tensor:
+    """L(θ) = mean_i [π_θ(a_i|s_i) / π_old(a_i|s_i)] · Â_i, differentiable in θ (eq. 14)."""
+    log_prob = problem.distribution_at(theta).log_prob(problem.actions)
+    ratio = torch.exp(log_prob - problem.old_log_prob)  # π_old is fixed: its log-probs are stored
+    return (ratio * problem.advantages).mean()
+
+
+def mean_kl(problem: UpdateProblem, theta: Tensor) -> Tensor:
+    """KL̄(θ) = mean_i KL(π_old(·|s_i) ‖ π_θ(·|s_i)), analytic, old policy first."""
+    return kl_divergence(problem.old_distribution(), problem.distribution_at(theta)).mean()
+
+
+def step_scale(s: Tensor, fvp: Callable[[Tensor], Tensor], damping: float, max_kl: float) -> Tensor:
+    """β = √(2δ / sᵀ(F + λI)s): the step βs lies on the model's boundary ½xᵀ(F + λI)x = δ."""
+    sAs = s @ (fvp(s) + damping * s)
+    return torch.sqrt(2 * max_kl / sAs)
+
+
+def trpo_update(problem: UpdateProblem, max_kl: float, damping: float, cg_iters: int = 10,
+                backtrack_coef: float = 0.8, backtrack_iters: int = 10) -> Tensor:
+    """One TRPO step from the pieces above: g = ∇L, s ≈ (F + λI)⁻¹g, β, then the line search."""
+    theta = problem.theta_old.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(surrogate(problem, theta), theta)
+    s = conjugate_gradient(lambda v: fisher_vector_product(problem, v, damping), g, cg_iters, 1e-10)
+    beta = step_scale(s, lambda v: fisher_vector_product(problem, v, 0.0), damping, max_kl)
+    return line_search(problem, beta * s, max_kl, backtrack_coef, backtrack_iters)

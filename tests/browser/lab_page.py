@@ -145,8 +145,10 @@ class LabNotebook:
                 raise NotebookError("a cell raised:\n" + text[-3000:])
 
     def prompts(self) -> list[str]:
-        """Each code cell's prompt: `[3]:` ran, `[*]:` queued or running, `[ ]:` not run."""
-        return self.page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        """Each code cell's prompt: `[3]:` ran, `[*]:` queued or running, `[ ]:` not run. Read as DOM text:
+        JupyterLab skips rendering cells far off screen (content-visibility), whose rendered text is
+        empty, so a long notebook's first prompts would read as "not run"."""
+        return self.page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_text_contents()
 
     def wait_until(self, condition, what: str, timeout: float, poll: float = 0.1) -> None:
         """Poll `condition()` (checking for cell errors too) until it is true or `timeout` passes."""

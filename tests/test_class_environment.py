@@ -1,0 +1,57 @@
+"""The class deployment path (docs/teaching.md): repo2docker / Binder / JupyterHub build the image from
+environment.yml and run postBuild. Smoke tests: postBuild installs the package, the student
+environment's requirements are satisfiable together, and every notebook's import cell runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_postbuild_installs_the_package(tmp_path: Path):
+    script = ROOT / "postBuild"
+    assert os.access(script, os.X_OK), "postBuild must be executable (repo2docker runs it directly)"
+    env = {**os.environ, "PIP_TARGET": str(tmp_path / "site"),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    source = tmp_path / "repo"  # a copy, so the build leaves nothing in the work tree
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "postBuild"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "trpo_lab", source / "trpo_lab", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([str(source / "postBuild")], cwd=source, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = subprocess.run([sys.executable, "-c", "import trpo_lab, sys; print(trpo_lab.__file__)"],
+                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert probe.stdout.strip().startswith(str(tmp_path / "site")), probe.stdout
+
+
+def test_the_student_requirements_resolve_together():
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "-r",
+                           str(ROOT / "requirements.txt")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True,
+                           timeout=300)
+    assert check.returncode == 0, check.stdout[-3000:]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_notebooks_import(path: Path):
+    cells = json.loads(path.read_text())["cells"]
+    imports = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    source = "from IPython.display import display\n" + imports
+    env = {**os.environ, "TRPO_LAB_FAST": "1"}
+    done = subprocess.run([sys.executable, "-c", source], cwd=ROOT / "notebooks", env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
