@@ -113,9 +113,12 @@ class VineSampler:
     lockstep with one batched policy forward per step."""
 
     def __init__(self, sampler: Sampler, make_env, settings: VineSettings):
+        space = sampler.envs.single_action_space
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            raise ValueError(f"sampling = 'vine' does not support MultiDiscrete actions ({space}): "
+                             "use sampling = 'single-path'")
         check_branchable(sampler.envs)
         self.sampler, self.settings = sampler, settings
-        space = sampler.envs.single_action_space
         self.discrete = isinstance(space, gym.spaces.Discrete)
         if settings.actions == 0 and not self.discrete:
             raise ValueError(f"vine_actions = 0 (every action) needs a Discrete action space; "
