@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trpo_lab.explore import Explorer, Settings, make_snapshot
-from trpo_lab.explore.views import trace
+from trpo_lab.explore.views import table_rows, trace
 
 SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
 
@@ -34,7 +34,8 @@ def data(explorer, view: str, name: str):
 
 
 def summary(explorer) -> dict[str, str]:
-    return dict(zip(*data(explorer, "summary", "summary").cells.values))
+    """The rows of the summary table the explorer shows."""
+    return table_rows(explorer.table.value)
 
 
 def test_explorer_exposes_its_wiring(explorer):
@@ -69,14 +70,16 @@ def test_one_hidden_widget_per_kernel_carries_plotlys_bundle(explorer, snapshots
 
 def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
     cg_before = list(data(explorer, "cg", "CG residual ‖r_k‖").y)
+    cg_title = explorer.figures["cg"].layout.title.text
     for delta in (0.05, 0.002, 0.0003, 0.02):
         explorer.sliders["max_kl"].value = delta
         update = explorer.updates[-1]
         assert set(update["views"]) == {"line_search", "trust_region", "summary"}
         assert "cg_solve" not in update["work"]
-        # the CG view keeps its data (s does not depend on δ) and says so in its title
+        # the CG figure is left alone (s does not depend on δ); its caption says so
         assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) == cg_before
-        assert f"the same s for every δ (now {delta:.3g})" in explorer.figures["cg"].layout.title.text
+        assert explorer.figures["cg"].layout.title.text == cg_title
+        assert f"same s for every δ (now {delta:.3g})" in explorer.cg_caption.value
         assert list(data(explorer, "line_search", "δ").y) == [delta, delta]
         accepted = data(explorer, "line_search", "accepted trial (KL)").y
         assert len(accepted) == 1 and accepted[0] <= delta  # the accepted KL never exceeds δ
@@ -131,9 +134,9 @@ def test_backtracking_sliders_change_the_trials(explorer, snapshots):
         list(data(explorer, "line_search", "accepted trial").x)
     assert sorted(fractions, reverse=True) == [0.5**k for k in range(len(fractions))]
     assert "cg_solve" not in explorer.updates[-1]["work"]
-    assert "coef 0.5, ≤ 10 trials" in explorer.figures["cg"].layout.title.text  # every view answers
+    assert "coef 0.5, ≤ 10 trials" in explorer.cg_caption.value  # the CG view's caption answers
     explorer.sliders["backtrack_iters"].value = 1
-    assert "≤ 1 trials" in explorer.figures["cg"].layout.title.text
+    assert "≤ 1 trials" in explorer.cg_caption.value
     assert summary(explorer)["verdict"] == "rejected"
     assert len(data(explorer, "line_search", "accepted trial").x) == 0
     assert data(explorer, "trust_region", "accepted step").x[0] == 0  # θ stays at θ_old
@@ -222,3 +225,31 @@ def test_the_log_sliders_readouts_show_the_values_the_update_uses(snapshots):
     assert explorer.readouts["max_kl"].value == "3.00e-02" and explorer.report.settings.max_kl == 0.03
     explorer.sliders["max_kl"].value = 10 ** -2.0  # the user moves the handle
     assert explorer.readouts["max_kl"].value == "1.00e-02" == f"{explorer.report.settings.max_kl:.2e}"
+
+
+def test_figure_edits_reach_the_page_as_one_message_of_the_changed_leaves(explorer, monkeypatch):
+    import json
+
+    sent: dict[str, list] = {name: [] for name in explorer.figures}
+    for name, fig in explorer.figures.items():
+        monkeypatch.setattr(fig, "send", lambda content, buffers=None, name=name: sent[name].append(content))
+    explorer.sliders["max_kl"].value = 0.002
+    assert sent["cg"] == []  # δ leaves the CG figure alone
+    (msg,) = sent["line_search"]  # one message per figure and move
+    json.dumps(msg, allow_nan=False)  # plain JSON: arrays as lists, NaN as null
+    fig = explorer.figures["line_search"]
+    index = {t.name: str(i) for i, t in enumerate(fig.data)}
+    assert msg["trpo"] == "update" and msg["traces"][index["δ"]]["y"] == [0.002, 0.002]
+    assert msg["layout"]["yaxis2.range"] == list(fig.layout.yaxis2.range)
+    unchanged = {name for name, i in index.items() if i not in msg["traces"]}
+    assert "linear model g·(xβs)" not in unchanged  # the step rescaled: the model line changed …
+    for name in unchanged:  # … and what was not sent did not change
+        assert name in ("rejected trials", "rejected trials (KL)"), name
+
+    # a view rendered later asks for every leaf changed since the figure was built
+    explorer.sliders["max_kl"].value = 0.003
+    fig._trpo_on_msg(fig, {"type": "trpo_resync"}, [])
+    state = sent["line_search"][-1]
+    assert state["trpo"] == "state" and state["seq"] == sent["line_search"][-2]["seq"]
+    assert state["traces"][index["δ"]]["y"] == [0.003, 0.003]
+    assert state["traces"][index["δ"]].keys() >= {"y"} and "yaxis2.range" in state["layout"]

@@ -37,6 +37,13 @@ def test_frame_report_is_trpo_step_itself(session, cartpole):
                        backtrack_coef=0.7, backtrack_iters=5)
     assert frame.report.summary() == direct.summary()
     assert torch.equal(frame.report.theta_new, direct.theta_new)
+    work = dict(session.work)
+    only_step = session.report(cartpole.name, s.replace(cg_iters=3))  # the step alone
+    assert only_step.summary() == trpo_step(cartpole.problem(), max_kl=0.02, damping=0.05, cg_iters=3,
+                                            cg_tol=s.cg_tol, backtrack_coef=0.7,
+                                            backtrack_iters=5).summary()
+    assert {k: v - work.get(k, 0) for k, v in session.work.items() if v != work.get(k, 0)} == {
+        "trpo_step": 1, "cg_solve": 1}  # no curve, slice or exact comparison
 
 
 def test_delta_alone_reruns_only_the_line_search(session, pendulum):

@@ -14,11 +14,14 @@ import torch
 from trpo_lab import make_update_problem, trpo_step
 from trpo_lab.explore import ExplorerSession, Settings, make_snapshot
 from trpo_lab.explore.views import (
+    ACCEPTED,
     apply_update,
     cg_figure,
     frame_figures,
     line_search_figure,
     summary_figure,
+    summary_table_html,
+    table_rows,
     summary_rows,
     trace,
     trust_region_figure,
@@ -96,8 +99,10 @@ def test_cg_view_with_and_without_the_exact_fisher(snap):
 def test_summary_view_states_the_numbers_of_the_report(snap):
     report = trpo_step(snap.problem(), max_kl=0.02, damping=0.1)
     fig = summary_figure(report)
-    rows = dict(zip(*trace(fig, "summary").cells.values))
+    html = summary_table_html(report)
+    rows = table_rows(html)
     assert rows == dict(summary_rows(report))
+    assert f"color:{ACCEPTED}'>accepted</td>" in html  # the verdict in green
     assert rows["verdict"] == "accepted" and rows["backtracks"] == str(report.backtracks)
     assert float(rows["β = √(2δ / sᵀ(F+λI)s)"]) == pytest.approx(report.beta, rel=1e-3)
     assert float(rows["final KL̄(π_old ‖ π_new)"]) == pytest.approx(report.kl, rel=1e-3)

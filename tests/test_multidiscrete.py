@@ -146,3 +146,8 @@ def test_the_cli_trains_and_evaluates_a_multidiscrete_env(tmp_path, capsys):
     assert main(["evaluate", str(run), "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["env_id"] == MATCH_TARGETS_ID and len(result["returns"]) == 2
+
+
+def test_the_vine_refuses_multidiscrete_actions_by_name():
+    with pytest.raises(ValueError, match="sampling = 'vine' does not support MultiDiscrete actions"):
+        Trainer(TRPOConfig(**SMALL, total_steps=512, sampling="vine", vine_actions=2))

@@ -84,6 +84,7 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         "generator": trainer.generator.get_state(),
         "sampler": trainer.sampler.state_dict(), "envs": _env_state(trainer),
         "iteration": trainer.iteration, "steps": trainer.steps,
+        "last_sim_steps": trainer.last_sim_steps,
         "recent_returns": list(trainer.recent_returns),
         "recent_lengths": list(trainer.recent_lengths),
         "history": [r.as_dict() for r in trainer.history],
@@ -158,6 +159,7 @@ def load_checkpoint(path: str | os.PathLike, total_steps: int | None = None) -> 
                       "episodes restart from a reset, so the resumed run is not bit-identical",
                       stacklevel=2)
     trainer.iteration, trainer.steps = state["iteration"], state["steps"]
+    trainer.last_sim_steps = state.get("last_sim_steps", 0)  # the vine's batch size, for `done`
     trainer.recent_returns.extend(state["recent_returns"])
     trainer.recent_lengths.extend(state["recent_lengths"])
     trainer.history = [IterationRecord(**r) for r in state["history"]]

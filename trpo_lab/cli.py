@@ -30,6 +30,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         options = getattr(f.metadata.get("setting"), "check", None)
         if getattr(options, "options", None):
             kwargs.update(type=str, choices=options.options)
+        elif f.metadata.get("choices"):
+            kwargs.update(type=str, choices=f.metadata["choices"])
         elif f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type.startswith("tuple"):

@@ -13,6 +13,9 @@ from typing import Any
 
 from .settings import ConfigError, StepSettings, step_fields
 
+SAMPLINGS = ("single-path", "vine")
+"""The batch sources: single path (§5.1) and vine (§5.2)."""
+
 
 def _bad(name: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"TRPOConfig.{name} = {value!r} is not allowed: {allowed}")
@@ -66,6 +69,16 @@ class TRPOConfig(StepSettings):
     """Normalised observations are clipped to [−obs_clip, obs_clip]."""
     torch_threads: int = 1
     """torch intra-op threads; 1 is fastest for these small networks and keeps runs reproducible."""
+    sampling: str = dataclasses.field(default="single-path", metadata={"choices": SAMPLINGS})
+    """Batch source (§5): 'single-path' (trajectories, advantages by GAE) or 'vine' (branches from a
+    rollout set of trunk states, Q from their returns; needs an env whose state can be restored)."""
+    vine_states: int = 64
+    """Vine: size N of the rollout set (trunk states branched from) per iteration."""
+    vine_actions: int = 0
+    """Vine: actions K per state; 0 means every action (Discrete spaces only, as the paper does)."""
+    vine_length: int = 100
+    """Vine: branch length H in steps (the first is the branch's own action); a branch that is cut
+    bootstraps γᴴ·V(s_H)."""
 
     def __post_init__(self) -> None:
         # normalise sequences so configs loaded from JSON compare equal to ones written in code
@@ -119,6 +132,14 @@ class TRPOConfig(StepSettings):
                 raise _bad(name, sizes, "must be a tuple of positive integers, e.g. (64, 64)")
         if self.activation not in ("tanh", "relu"):
             raise _bad("activation", self.activation, "must be 'tanh' or 'relu'")
+        if self.sampling not in SAMPLINGS:
+            raise _bad("sampling", self.sampling, f"must be one of {SAMPLINGS}")
+        for name in ("vine_states", "vine_length"):
+            if getattr(self, name) < 1:
+                raise _bad(name, getattr(self, name), "must be ≥ 1")
+        if self.vine_actions < 0 or self.vine_actions == 1:
+            raise _bad("vine_actions", self.vine_actions,
+                       "must be 0 (every action, Discrete spaces) or ≥ 2 (sampled actions)")
         if self.vf_optimizer not in ("adam", "lbfgs"):
             raise _bad("vf_optimizer", self.vf_optimizer, "must be 'adam' or 'lbfgs'")
 
@@ -131,10 +152,12 @@ class TRPOConfig(StepSettings):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TRPOConfig:
-        """The preset for an environment (see `PRESETS`), with optional overrides."""
+        """The preset for an environment (see `PRESETS`), with optional overrides. With
+        `sampling='vine'`, the env's `VINE_PRESETS` entry (if any) goes on top of its preset."""
         if name not in PRESETS:
             raise ConfigError(f"preset = {name!r} is not known; presets are: {sorted(PRESETS)}")
-        return cls().replace(**{**PRESETS[name], **overrides})
+        vine = VINE_PRESETS.get(name, {}) if overrides.get("sampling") == "vine" else {}
+        return cls().replace(**{**PRESETS[name], **vine, **overrides})
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -160,6 +183,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 """Per-environment hyperparameters; `TRPOConfig.from_preset(name)` builds a config from one."""
+
+VINE_PRESETS: dict[str, dict[str, Any]] = {
+    # A vine iteration spends most of its simulator steps in branches (64 states × 2 actions × up
+    # to 200 steps), so it needs a larger step budget than single path, a short trunk and a
+    # larger δ (its batch has 128 rows). Seed 0 evaluates to 500 (README, Vine sampling).
+    "CartPole-v1": dict(total_steps=600_000, batch_steps=512, vine_states=64, vine_actions=0,
+                        vine_length=200, max_kl=0.03),
+}
+"""Overrides applied on top of `PRESETS[name]` when the run uses `sampling='vine'`."""
 
 
 def field_docs() -> dict[str, str]:

@@ -334,9 +334,10 @@ def _line_search(problem: tr.UpdateProblem, step: Tensor, max_kl: float, coef: f
 
 
 _LINE_SEARCH_MISTAKES = {
-    "reverse_kl": "you measure KL(π_θ ‖ π_old). Some implementations (Spinning Up's TRPO among them) do, "
-                  "and near θ_old it gives nearly the same steps; but the paper's constraint (eq. 12), "
-                  "which this lab and this exercise follow, is KL(π_old ‖ π_θ), old policy first: "
+    "reverse_kl": "you measure KL(π_θ ‖ π_old). Some implementations do (Spinning Up's TRPO for Gaussian "
+                  "policies, for one), and near θ_old it gives nearly the same steps; but the paper's "
+                  "constraint (eq. 12), which this lab and this exercise follow, is KL(π_old ‖ π_θ), old "
+                  "policy first: "
                   "kl_divergence(problem.old_distribution(), problem.distribution_at(θ)) (see exercise 2)",
     "max_kl": "you constrained the largest per-state KL (D_KL^max of Theorem 1); the practical "
               "constraint (eq. 12) is the mean over states, KL̄ ≤ δ: take .mean() of the per-state KLs, "

@@ -57,6 +57,7 @@ class UpdateProblem:
     old_log_prob: Tensor  # [B]
     fvp_rows: Tensor | None = None  # rows used for Fisher-vector products (None: all)
     degenerate: str = ""  # why no update can help (e.g. constant advantages), or ""
+    groups: Tensor | None = None  # [B] state index per row: ratios self-normalise within a group
 
     @property
     def batch_size(self) -> int:
@@ -79,8 +80,10 @@ class UpdateProblem:
 
 def make_update_problem(policy: Policy, obs: Tensor, actions: Tensor, advantages: Tensor,
                         fvp_fraction: float = 1.0, normalize_advantages: bool = False,
-                        generator: torch.Generator | None = None) -> UpdateProblem:
-    """Freeze `policy`'s current parameters with a batch; π_old is evaluated once, here."""
+                        generator: torch.Generator | None = None,
+                        groups: Tensor | None = None) -> UpdateProblem:
+    """Freeze `policy`'s current parameters with a batch; π_old is evaluated once, here.
+    `groups` [B] (state index per row, 0 … G−1) makes the ratios self-normalise per group (vine)."""
     n = obs.shape[0] if obs.ndim else 0
     if obs.ndim != 2 or n < 1:
         raise ValueError(f"obs has shape {tuple(obs.shape)}; expected [B ≥ 1, obs_dim]")
@@ -89,6 +92,9 @@ def make_update_problem(policy: Policy, obs: Tensor, actions: Tensor, advantages
                          f"must have {n} rows like obs")
     if not 0.0 < fvp_fraction <= 1.0:
         raise ValueError(f"fvp_fraction = {fvp_fraction} is not allowed: must lie in (0, 1]")
+    if groups is not None and (groups.shape != (n,) or groups.dtype != torch.int64):
+        raise ValueError(f"groups has shape {tuple(groups.shape)} and dtype {groups.dtype}; "
+                         f"expected [{n}] int64 (one group index per row)")
     for name, x in (("obs", obs), ("advantages", advantages)):
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values; the update needs finite data")
@@ -104,7 +110,7 @@ def make_update_problem(policy: Policy, obs: Tensor, actions: Tensor, advantages
         k = max(1, round(fvp_fraction * n))
         rows = torch.randperm(n, generator=generator)[:k].sort().values
     return UpdateProblem(policy, theta_old, obs, actions, advantages.detach(), old_params,
-                         old_log_prob, rows, degenerate)
+                         old_log_prob, rows, degenerate, groups)
 
 
 ROUNDING_SPREAD = 1e-5
@@ -140,10 +146,23 @@ def normalized(advantages: Tensor, eps: float = 1e-8) -> Tensor:
 # ───────────────────────────── surrogate, KL, Fisher ─────────────────────────────
 
 
+def importance_weights(problem: UpdateProblem, log_prob: Tensor) -> Tensor:
+    """w_i = π_θ(a_i|s_i) / π_old(a_i|s_i); with `problem.groups` (the vine's sampled actions),
+    self-normalised within each group: w_i · K_g / Σ_{j∈g} w_j, so a group's rows average to
+    Σ_j w_j Â_j / Σ_j w_j (§5.2) and equal the plain ratios at θ_old."""
+    ratio = torch.exp(log_prob - problem.old_log_prob)
+    if problem.groups is None:
+        return ratio
+    g = problem.groups
+    sums = torch.zeros(int(g.max()) + 1, dtype=ratio.dtype).index_add(0, g, ratio)
+    counts = torch.bincount(g).to(ratio.dtype)
+    return ratio * (counts / sums)[g]
+
+
 def surrogate(problem: UpdateProblem, theta: Tensor) -> Tensor:
     """L(θ) = mean_i [ exp(log π_θ(a_i|s_i) − log π_old(a_i|s_i)) · Â_i ]   (eq. 14)."""
     log_prob = problem.distribution_at(theta).log_prob(problem.actions)
-    return (torch.exp(log_prob - problem.old_log_prob) * problem.advantages).mean()
+    return (importance_weights(problem, log_prob) * problem.advantages).mean()
 
 
 KL_DIRECTIONS = ("old-new", "new-old")
@@ -182,7 +201,7 @@ def surrogate_and_kls(problem: UpdateProblem, theta: Tensor, direction: str = "o
     """(L(θ), per-state KLs [B]) from one forward pass, for the line search, which needs both (and
     the mean or the max of the KLs) at every trial."""
     new = problem.distribution_at(theta)
-    ratio = torch.exp(new.log_prob(problem.actions) - problem.old_log_prob)
+    ratio = importance_weights(problem, new.log_prob(problem.actions))
     return (ratio * problem.advantages).mean(), _kl(problem.old_distribution(), new, direction)
 
 

@@ -9,6 +9,7 @@ a time-limit truncation can bootstrap V(s_{t+1}) while a termination does not.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -138,9 +139,11 @@ class Sampler:
             self.normalizer.update(obs)
         return self.normalizer.normalize(obs)
 
-    def collect(self, policy: Policy, steps_per_env: int, generator: torch.Generator) -> Batch:
+    def collect(self, policy: Policy, steps_per_env: int, generator: torch.Generator,
+                before_step: Callable[[int], object] | None = None) -> Batch:
         """Run `steps_per_env` steps in every env with actions sampled from `policy`.
 
+        `before_step(t)` runs before step t (the vine saves env states there).
         One batched policy forward per step for all envs (`policy.sample`, no distribution object),
         under `torch.inference_mode`; the batch is written into preallocated numpy buffers and
         handed to torch once at the end.
@@ -160,6 +163,8 @@ class Sampler:
         obs_buf[0] = self._policy_input(self.obs, update=True)
         with torch.inference_mode():
             for t in range(T):
+                if before_step is not None:
+                    before_step(t)
                 act_buf[t] = policy.sample(torch.from_numpy(obs_buf[t]), generator).numpy()
                 # Box actions are clipped only on their way to the env
                 env_action = act_buf[t] if self.discrete else clip(act_buf[t], self.low, self.high)

@@ -6,12 +6,14 @@ budget with a progress bar and an optional callback (notebooks draw live curves 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.nn.utils import vector_to_parameters
@@ -23,6 +25,7 @@ from .rollout import RunningMeanStd, Sampler, make_vector_env
 from .settings import StepSettings
 from .trust_region import StepReport, UpdateProblem, make_update_problem, update_step
 from .value import fit_value, make_value_optimizer
+from .vine import VineSampler, VineSettings
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,13 @@ class Trainer:
         self.normalizer = RunningMeanStd((spec.obs_dim,), config.obs_clip) \
             if config.normalize_obs else None
         self.sampler = Sampler(self.envs, self.normalizer)
+        self.vine: VineSampler | None = None
+        if config.sampling == "vine":
+            env_id = self.envs.envs[0].spec.id if self.envs.envs[0].spec else config.env_id
+            self.vine = VineSampler(self.sampler, functools.partial(gym.make, env_id), VineSettings(
+                config.vine_states, config.vine_actions, config.vine_length, config.gamma))
         self.sampler.reset(seed=config.seed)
+        self.last_sim_steps = 0  # simulator steps of the last batch (trunk + branches for the vine)
         self.iteration, self.steps = 0, 0
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.recent_lengths: deque[int] = deque(maxlen=20)
@@ -94,14 +103,18 @@ class Trainer:
     @property
     def done(self) -> bool:
         """True once another batch would exceed `total_steps` (a run never goes over its budget;
-        it always does at least one iteration)."""
-        return self.iteration > 0 and self.steps + self.config.batch_steps > self.config.total_steps
+        it always does at least one iteration). A vine batch's size is taken from the last one."""
+        step = max(self.config.batch_steps, self.last_sim_steps)
+        return self.iteration > 0 and self.steps + step > self.config.total_steps
 
     def collect_problem(self) -> tuple[UpdateProblem, torch.Tensor, torch.Tensor, list, list]:
         """Roll out one batch and freeze it with the current policy as an `UpdateProblem`.
         Returns (problem, flat obs, value targets, finished episode returns, lengths)."""
         c = self.config
+        if self.vine is not None:
+            return self._collect_vine_problem()
         batch = self.sampler.collect(self.policy, c.batch_steps // c.num_envs, self.generator)
+        self.last_sim_steps = batch.num_steps
         with torch.no_grad():
             values, next_values = self.value(batch.obs), self.value(batch.next_obs)
         advantages, targets = gae(batch.rewards, values, next_values, batch.terminated,
@@ -111,6 +124,26 @@ class Trainer:
         problem = make_update_problem(self.policy, obs, actions, advantages.reshape(-1),
                                       c.fvp_fraction, c.normalize_advantages, self.generator)
         return problem, obs, targets.reshape(-1), batch.episode_returns, batch.episode_lengths
+
+    def _collect_vine_problem(self):
+        """The vine's batch (§5.2): the trunk's GAE targets fit the value function (which also
+        bootstraps cut branches); the update problem holds the branches' Q̂ as rows."""
+        c = self.config
+        assert self.vine is not None
+        vb = self.vine.collect(self.policy, self.value, c.batch_steps // c.num_envs, self.generator,
+                               self.normalizer)
+        trunk = vb.trunk
+        with torch.no_grad():
+            values, next_values = self.value(trunk.obs), self.value(trunk.next_obs)
+        _, targets = gae(trunk.rewards, values, next_values, trunk.terminated, trunk.episode_ends,
+                         c.gamma, c.lam)
+        obs, actions, advantages, groups = vb.rows(c.normalize_advantages)
+        problem = make_update_problem(self.policy, obs, actions, advantages, c.fvp_fraction, False,
+                                      self.generator, groups)
+        self.last_sim_steps = trunk.num_steps + vb.branch_steps
+        trunk_obs = trunk.obs.reshape(trunk.num_steps, -1)
+        return (problem, trunk_obs, targets.reshape(-1), trunk.episode_returns,
+                trunk.episode_lengths)
 
     def iterate(self) -> IterationRecord:
         """One TRPO iteration; appends its record to `history` and returns it."""
@@ -126,11 +159,11 @@ class Trainer:
                         c.vf_minibatch_size, self.generator)
         t3 = time.perf_counter()
         with torch.no_grad():
-            entropy = float(self.policy.dist(obs).entropy().mean())
+            entropy = float(self.policy.dist(problem.obs).entropy().mean())
         self.recent_returns.extend(ep_returns)
         self.recent_lengths.extend(ep_lengths)
         self.iteration += 1
-        self.steps += problem.batch_size
+        self.steps += self.last_sim_steps
         nan = float("nan")
         record = IterationRecord(
             iteration=self.iteration, steps=self.steps, episodes=len(ep_returns),

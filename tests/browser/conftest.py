@@ -16,20 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 from lab_page import LabNotebook
-from lab_server import LabServer, kill_pids, start_lab_server, stop_lab_server
+from lab_server import CHROMIUM_ARGS, LabServer, kill_pids, start_lab_server, stop_lab_server
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TRPO_LAB_BROWSER_ARTIFACTS", Path(__file__).parent / "artifacts"))
 CHROMIUM = os.environ.get("TRPO_LAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 _failed: list[str] = []
 
 

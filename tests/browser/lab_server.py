@@ -28,6 +28,18 @@ from pathlib import Path
 import psutil
 
 
+# Debian's Chromium, headless on a machine without a GPU or network (tests and benchmarks/browser_latency.py).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
 class LabServerError(RuntimeError):
     """The JupyterLab server did not start, answer or stop as expected."""
 

@@ -77,7 +77,7 @@ def test_compare_view_sliders_rerun_the_rules(notebook: LabNotebook) -> None:
     slice_delta = traces(nb, "slice")
     nb.screenshot_output("1_delta_keys", nb.page.locator(COMPARE))
     for rule in ("trpo", "npg", "pg"):
-        assert slice_delta[f"slice:{rule}"] != slice_before[f"slice:{rule}"], f"{rule}'s end point did not move"
+        assert slice_delta[f"slice:{rule}"] != slice_before[f"slice:{rule}"], f"{rule}'s end point stayed"
     assert slice_delta["slice:model"] != slice_before["slice:model"], "the model boundary did not shrink"
     assert slice_delta["slice:ppo-clip"] == slice_before["slice:ppo-clip"], "δ is not a PPO setting"
     assert nb.page.locator(f"{COMPARE} .trpo-compare-table").inner_text() != table_before

@@ -80,19 +80,24 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     target = 0.15 if nb.slider_fraction(delta) > 0.5 else 0.85
     drag_started = nb.timeline.mark("delta_drag")
     nb.drag_slider(delta, target)
+    # latest value wins: the page must settle on the value where the handle was released, not on one
+    # from the middle of the drag (the slider sends it once the kernel has answered the one before)
+    released_at = 10 ** (-4 + round(3 * nb.slider_fraction(delta) / 0.05) * 0.05)  # δ: 10^-4…10^-1
 
-    # The readouts are drawn by the kernel's update, with the status and the figures; a drag may
-    # pass through several updates, so wait for one that agrees everywhere, then for the last one.
+    # The readouts are drawn by the kernel's update, with the status and the figures; a drag passes
+    # through several updates, so wait for the released value to agree everywhere.
     def shows_new_delta() -> bool:
         shown = readout_value(nb, "max_kl")
-        return (not close(shown, delta_before) and close(status_value(nb, "δ"), shown)
+        return (close(shown, released_at) and close(status_value(nb, "δ"), shown)
                 and all(close(y, shown) for y in nb.trace_values(view("line_search"), "δ") or [math.nan]))
 
-    nb.wait_until(shows_new_delta, "the page to show the dragged δ (readout, status, line search)", 30)
+    nb.wait_until(shows_new_delta, f"the page to show the released δ = {released_at:.3g} (readout, "
+                  "status, line search)", 30)
     nb.timeline.mark("delta_redrawn")
     nb.wait_stable(30, EXPLORER)
     assert shows_new_delta(), "once the page is still, readout, status and line search agree on δ"
     delta_after = readout_value(nb, "max_kl")
+    assert not close(delta_after, delta_before)
     moved_delta = drawn(nb)
     nb.screenshot_output("1_delta_dragged", nb.page.locator(EXPLORER))
     changed = {name for name in VIEWS if moved_delta[name] != start[name]}

@@ -156,14 +156,21 @@ class ExplorerSession:
             self._states[name] = _SnapshotState(self.snapshots[name])
         return self._states[name]
 
-    def compute(self, name: str, settings: Settings) -> Frame:
-        """Run the TRPO rule with the settings (`update_step`, the function training calls) and gather
-        the views."""
+    def report(self, name: str, settings: Settings) -> StepReport:
+        """Only the step: `update_step` with the snapshot's cache, without the views' curve, slice
+        and exact comparison (e.g. to sweep a setting without drawing every value)."""
         st = self.state(name)
         solves = len(st.cache.solves)
         report = update_step(st.problem, settings.replace(update="trpo"), cache=st.cache)
         self.work["trpo_step"] += 1
         self.work["cg_solve"] += len(st.cache.solves) - solves
+        return report
+
+    def compute(self, name: str, settings: Settings) -> Frame:
+        """Run the TRPO rule with the settings (`update_step`, the function training calls) and gather
+        the views."""
+        st = self.state(name)
+        report = self.report(name, settings)
         if report.direction is None or not math.isfinite(report.sAs) or report.sAs <= 0:
             return Frame(name, settings, report, math.nan, None, None, None, None,
                          "no search direction: " + report.reason)

@@ -7,7 +7,8 @@ a Plotly figure out.
    the model ellipse ½cᵀ(F+λI)c = δ, the gradient, natural and accepted steps;
 3. `cg_figure` — CG residuals; for small policies the error against the exact (F+λI)⁻¹g and F's
    eigenvalues with the damping level;
-4. `summary_figure` — β, sᵀFs, predicted vs actual improvement, final KL̄, backtracks, verdict.
+4. `summary_figure` — predicted vs actual improvement, final KL̄ vs δ; `summary_table_html` — β, sᵀFs,
+   the improvements, final KL̄, CG iterations, backtracks, verdict and why, as an HTML table.
 
 Each view is a fixed skeleton of *named* traces (`_*_base`) plus `*_update(...)`, a plain dict of
 the values that depend on the report. `view_figure = apply_update(base, update)`; the explorer
@@ -86,6 +87,11 @@ def _has_step(report: StepReport) -> bool:
 
 
 def _style(fig: go.Figure, height: int) -> go.Figure:
+    # Tick labels may overflow the figure: by default plotly.js measures every label of every axis
+    # (getBoundingClientRect, which forces a layout of the whole page) on each redraw to hide the ones
+    # that would; that was a quarter of a redraw's JavaScript time in a CPU profile of the explorer.
+    fig.update_xaxes(ticklabeloverflow="allow")
+    fig.update_yaxes(ticklabeloverflow="allow")
     fig.update_layout(height=height, margin=dict(l=60, r=20, t=60, b=40), template="plotly_white",
                       title=dict(x=0.01, font_size=14), uirevision="explorer",
                       legend=dict(orientation="h", yanchor="top", y=-0.14, x=0, font_size=11))
@@ -180,7 +186,8 @@ def _trust_region_base() -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Contour(
         name="surrogate gain", colorscale="RdBu", zmid=0, ncontours=16, line=dict(width=0.5),
-        colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8),
+        colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8,
+                      ticklabeloverflow="allow"),
         hovertemplate="a = %{x:.3g}<br>b = %{y:.3g}<br>L − L_old = %{z:.4g}<extra></extra>"))
     fig.add_trace(go.Contour(name="real KL̄ = δ", autocontour=False, showscale=False, showlegend=True,
                              contours=dict(coloring="lines"), line=dict(width=3), hoverinfo="skip",
@@ -308,14 +315,21 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
 
 
 def cg_title_update(report: StepReport) -> Update:
-    """The CG view's title: the solve's settings and outcome, and the δ and line search it serves.
-    s = (F + λI)⁻¹g depends on neither, so moving δ or a line-search slider changes only this title."""
+    """The CG view's title: the solve's settings (damping, CG iterations) and outcome."""
     cg, st = report.cg, report.settings
     stop = f"{cg.iterations} iterations, {cg.stopped}" if cg is not None else "no CG solve"
     return {"layout": {"title": {"text": (
-        f"Conjugate gradient · λ = {st.damping:.3g}, cg_iters = {st.cg_iters}: {stop} "
-        f"· the same s for every δ (now {st.max_kl:.3g}) and line search (coef "
-        f"{st.backtrack_coef:.3g}, ≤ {st.backtrack_iters} trials)")}}}
+        f"Conjugate gradient · λ = {st.damping:.3g}, cg_iters = {st.cg_iters}: {stop}")}}}
+
+
+def cg_caption(report: StepReport) -> str:
+    """The line under the CG view's title: the δ and line search its direction serves. s = (F + λI)⁻¹g
+    depends on neither, so the explorer shows this as text beside the figure (moving δ or a
+    line-search slider then leaves the CG figure alone instead of redrawing it for its title)."""
+    st = report.settings
+    return (f"<span style='font-family:sans-serif;font-size:12px;color:#555'>The same s for every δ "
+            f"(now {st.max_kl:.3g}) and line search (coef {st.backtrack_coef:.3g}, ≤ "
+            f"{st.backtrack_iters} trials): s = (F + λI)⁻¹g depends on neither.</span>")
 
 
 def cg_figure(report: StepReport, exact: ExactComparison | None = None, exact_note: str = ""
@@ -350,34 +364,51 @@ def summary_rows(report: StepReport) -> list[tuple[str, str]]:
     ]
 
 
+def summary_table_html(report: StepReport) -> str:
+    """The rows of `summary_rows` as an HTML table (verdict and why in green or red). The explorer
+    shows it in an `HTML` widget beside the summary figure: a Plotly table is redrawn as SVG text on
+    every change, which cost the page more than the other three figures did for a δ move."""
+    from html import escape
+
+    color = ACCEPTED if report.accepted else REJECTED
+    cells = "".join(
+        f"<tr><td>{escape(name)}</td><td style='color:{color if i < 2 else 'black'}'>"
+        f"{escape(value)}</td></tr>" for i, (name, value) in enumerate(summary_rows(report)))
+    return ("<table class='trpo-summary-table' style='font-family:sans-serif;font-size:12px;"
+            "border-collapse:collapse;width:100%'><thead><tr style='background:#eeeeee'>"
+            f"<th align='left'>quantity</th><th align='left'>value</th></tr></thead><tbody>{cells}"
+            "</tbody></table>")
+
+
+def table_rows(html: str) -> dict[str, str]:
+    """{quantity: value} read back from a `summary_table_html` table (what the page shows)."""
+    import re
+    from html import unescape
+
+    return {unescape(a): unescape(b)
+            for a, b in re.findall(r"<tr><td>(.*?)</td><td[^>]*>(.*?)</td></tr>", html)}
+
+
 def _summary_base() -> go.Figure:
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.56, 0.24, 0.2], horizontal_spacing=0.08,
-                        specs=[[{"type": "table"}, {"type": "xy"}, {"type": "xy"}]],
-                        subplot_titles=("", "improvement", "final KL̄ vs δ"))
-    fig.add_trace(go.Table(name="summary", columnwidth=[0.62, 0.38],
-                           header=dict(values=["quantity", "value"], align="left",
-                                       fill_color="#eeeeee"),
-                           cells=dict(align="left", height=21)), 1, 1)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
+                        subplot_titles=("improvement", "final KL̄ vs δ"))
     fig.add_trace(go.Bar(name="improvement", x=["predicted (full)", "predicted (x·g·βs)", "actual"],
-                         showlegend=False), 1, 2)
-    fig.add_trace(go.Bar(name="final KL̄", x=["final KL̄"], showlegend=False), 1, 3)
+                         showlegend=False), 1, 1)
+    fig.add_trace(go.Bar(name="final KL̄", x=["final KL̄"], showlegend=False), 1, 2)
     fig.add_trace(go.Scatter(name="δ", x=["final KL̄"], mode="markers+text", text=["δ"],
                              textposition="top center", showlegend=False,
                              marker=dict(symbol="line-ew-open", size=40, line_width=3, color="black")),
-                  1, 3)
-    return _style(fig, 540)
+                  1, 2)
+    return _style(fig, 380)
 
 
 def summary_update(report: StepReport) -> Update:
-    """The table of `summary_rows` and the bars (predicted vs actual improvement, KL̄ vs δ)."""
-    rows = summary_rows(report)
+    """The bars: predicted vs actual improvement, final KL̄ vs δ (the numbers are in
+    `summary_table_html`)."""
     color = ACCEPTED if report.accepted else REJECTED
     delta = report.settings.max_kl
     predicted_at = report.step_fraction * report.predicted_improvement if report.accepted else 0.0
     return {"traces": {
-        "summary": {"cells": dict(values=[[r[0] for r in rows], [r[1] for r in rows]],
-                                  font=dict(color=[["black"] * len(rows),
-                                                   [color, color] + ["black"] * (len(rows) - 2)]))},
         "improvement": dict(y=[report.predicted_improvement, predicted_at, report.surrogate_gain],
                             marker_color=[MODEL, MODEL, color]),
         "final KL̄": dict(y=[report.kl], marker_color=[color]),
@@ -387,7 +418,7 @@ def summary_update(report: StepReport) -> Update:
 
 
 def summary_figure(report: StepReport) -> go.Figure:
-    """View 4."""
+    """View 4: the bars (the table of numbers is `summary_table_html`)."""
     return apply_update(_summary_base(), summary_update(report))
 
 
