@@ -217,7 +217,7 @@ class RuleComparison:
     def __init__(self, snapshot, settings: StepSettings | None = None, rules=UPDATE_RULES):
         import ipywidgets as W
 
-        from .app import import_figure_widget
+        from .app import preload_plotly_widgets, shared_bundle_figure_widget
 
         self.problem = snapshot.problem()
         self.memo: dict = {}
@@ -233,7 +233,10 @@ class RuleComparison:
             slider.add_class(f"trpo-compare-{key}")
             slider.observe(self._on_change, names="value")
         self._holding = False
-        FigureWidget = import_figure_widget()
+        # the explorer's figure widgets: one shared import of plotly's bundle in the page, and edits
+        # sent as the changed leaves, drawn once per frame (latest wins; see explore/app.py)
+        preload_plotly_widgets()
+        FigureWidget = shared_bundle_figure_widget(light_updates=True)
         self.figures = {k: FigureWidget(f) for k, f in compare_figures(self.comparison).items()}
         for key, fig in self.figures.items():
             fig.add_class(f"trpo-compare-{key}")
