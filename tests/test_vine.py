@@ -176,7 +176,8 @@ def _monte_carlo(env, policy, first_action, gamma):
         discount *= gamma
         if terminated or truncated:
             return total, probs
-        p = policy.dist(torch.as_tensor(obs, dtype=torch.float32)[None]).probs[0]
+        with torch.no_grad():
+            p = policy.dist(torch.as_tensor(obs, dtype=torch.float32)[None]).probs[0]
         probs.append(float(p.max()))
         action = int(p.argmax())
 
