@@ -13,7 +13,7 @@ from torch.distributions import Categorical, kl_divergence
 from toy_envs import MATCH_TARGETS_ID, MatchTargetsEnv
 
 from trpo_lab import Trainer, TRPOConfig, train
-from trpo_lab.checkpoint import load_agent, load_checkpoint
+from trpo_lab.checkpoint import checkpoint_callback, load_agent, load_checkpoint
 from trpo_lab.cli import main
 from trpo_lab.policies import MultiCategorical, PolicySpec, SpaceError, build_policy, spec_for_spaces
 from trpo_lab.rollout import Sampler, make_vector_env
@@ -124,7 +124,8 @@ def test_training_on_a_multidiscrete_env_learns_to_match_the_targets(update):
 def test_a_multidiscrete_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path):
     config = TRPOConfig(**SMALL, total_steps=3 * 512)
     whole = train(config, progress=False)
-    train(config.replace(total_steps=2 * 512), progress=False, checkpoint_path=tmp_path / "c.pt")
+    train(config.replace(total_steps=2 * 512), progress=False,
+          callback=checkpoint_callback(tmp_path / "c.pt"))
     resumed = train(config, trainer=load_checkpoint(tmp_path / "c.pt", total_steps=config.total_steps),
                     progress=False)
     assert [r.as_dict() | {"sample_seconds": 0, "update_seconds": 0, "value_seconds": 0}

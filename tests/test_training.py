@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from trpo_lab import Trainer, TRPOConfig, train
-from trpo_lab.checkpoint import CheckpointError, load_agent, load_checkpoint, save_checkpoint
+from trpo_lab.checkpoint import (
+    CheckpointError,
+    checkpoint_callback,
+    load_agent,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 TIMING = {"sample_seconds", "update_seconds", "value_seconds"}
 
@@ -36,7 +42,8 @@ def test_same_seed_gives_a_bitwise_identical_history(preset):
 def test_resuming_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(preset, tmp_path):
     config = TRPOConfig.from_preset(preset, **SMALL)
     whole = train(config, progress=False)
-    first = train(config.replace(total_steps=2 * 512), progress=False, checkpoint_path=tmp_path / "c.pt")
+    first = train(config.replace(total_steps=2 * 512), progress=False,
+                  callback=checkpoint_callback(tmp_path / "c.pt"))
     resumed = train(config, trainer=load_checkpoint(tmp_path / "c.pt", total_steps=config.total_steps),
                     progress=False)
     assert first.iteration == 2

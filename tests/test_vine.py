@@ -284,13 +284,14 @@ def test_cli_trains_with_the_vine_and_counts_branch_steps(tmp_path):
 def test_resuming_a_vine_run_gives_the_same_numbers_as_never_stopping(tmp_path):
     import dataclasses
 
-    from trpo_lab.checkpoint import load_checkpoint
+    from trpo_lab.checkpoint import checkpoint_callback, load_checkpoint
     from trpo_lab.train import train
 
     config = TRPOConfig.from_preset("CartPole-v1", sampling="vine", vine_states=6, vine_length=20,
                                     batch_steps=64, num_envs=2, total_steps=2000)
     whole = train(config, progress=False)
-    first = train(config.replace(total_steps=600), progress=False, checkpoint_path=tmp_path / "c.pt")
+    first = train(config.replace(total_steps=600), progress=False,
+                  callback=checkpoint_callback(tmp_path / "c.pt"))
     resumed = train(config, trainer=load_checkpoint(tmp_path / "c.pt", total_steps=2000),
                     progress=False)
     assert 0 < first.iteration < whole.iteration

@@ -13,6 +13,7 @@ import os
 import pickle
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -90,6 +91,23 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
         "history": [r.as_dict() for r in trainer.history],
     }
     atomic_write(path, lambda f: torch.save(state, f))
+
+
+def checkpoint_callback(path: str | os.PathLike, every: int = 10,
+                        then: Callable[[IterationRecord, Trainer], object] | None = None):
+    """A `train(callback=...)` that writes a checkpoint of the trainer to `path` (atomically) every
+    `every` iterations, once the step budget is spent, and when training stops early: `then(record,
+    trainer)` runs first, and its return value (True stops training) is passed on."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"checkpoint every = {every!r} is not allowed: must be an integer ≥ 1")
+
+    def on_iteration(record: IterationRecord, trainer: Trainer) -> object:
+        stop = then(record, trainer) if then is not None else None
+        if stop is True or trainer.iteration % every == 0 or trainer.done:
+            save_checkpoint(trainer, path)
+        return stop
+
+    return on_iteration
 
 
 def read_versioned(path: str | os.PathLike, fmt: str, version: int, what: str,

@@ -15,12 +15,13 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import atomic_write, checkpoint_callback, load_checkpoint
 from .config import ConfigError, TRPOConfig
 from .train import IterationRecord, Trainer, train
 
@@ -181,14 +182,20 @@ def run_training(config: TRPOConfig | None, run_dir: str | os.PathLike, *, resum
         return stopped
 
     try:
-        trainer = train(trainer.config, trainer=trainer, progress=progress, callback=on_iteration,
-                        checkpoint_path=str(run_dir / CHECKPOINT), checkpoint_every=checkpoint_every)
+        trainer = train(trainer.config, trainer=trainer, progress=progress,
+                        callback=checkpoint_callback(run_dir / CHECKPOINT, checkpoint_every, on_iteration))
     finally:
         writer.close()
-    if stopped:  # train() checkpoints at the end only when the budget is spent
-        from .checkpoint import save_checkpoint
-        save_checkpoint(trainer, run_dir / CHECKPOINT)
     result = {**summarize(trainer.history), "wall_clock_s": time.perf_counter() - start,
               "status": "stopped" if stopped else "finished"}
     write_json(run_dir / RESULT, result)
     return trainer
+
+
+def run_trial(config: TRPOConfig, run_dir: str, callback: Callable | None = None) -> dict[str, Any]:
+    """Train one sweep trial into `run_dir` (cleared first if an earlier attempt left it unfinished)
+    and return its result.json. Runs in a worker process (local backend) or a Ray task."""
+    if read_result(run_dir) is None and Path(run_dir).exists():
+        shutil.rmtree(run_dir)  # an interrupted attempt: start the trial afresh
+    run_training(config, run_dir, progress=False, checkpoint_every=10**9, callback=callback)
+    return read_result(run_dir)

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import TRPOConfig
-from .runs import CONFIG, read_result, run_training, write_json
+from .runs import CONFIG, read_result, run_trial, write_json
 from .runs import summarize as summarize  # noqa: PLC0414  (re-exported: the table's definitions)
 from .sweep_spec import (  # noqa: F401 (re-exported)
     DISTRIBUTIONS,
@@ -49,15 +48,6 @@ def _check_envs(spec: SweepSpec) -> None:
             gym.spec(env_id)
         except Exception as e:
             raise SweepError(f"env_id = {env_id!r} is not a registered gymnasium environment: {e}") from e
-
-
-def run_trial(config: TRPOConfig, run_dir: str, callback: Callable | None = None) -> dict[str, Any]:
-    """Train one trial into `run_dir` (cleared first if an earlier attempt left it unfinished) and
-    return its result.json. Runs in a worker process (local backend) or a Ray task."""
-    if read_result(run_dir) is None and Path(run_dir).exists():
-        shutil.rmtree(run_dir)  # an interrupted attempt: start the trial afresh
-    run_training(config, run_dir, progress=False, checkpoint_every=10**9, callback=callback)
-    return read_result(run_dir)
 
 
 def prepare(spec: SweepSpec, out: str | os.PathLike) -> Path:

@@ -29,7 +29,7 @@ def check_ray() -> None:
         import ray  # noqa: F401
         from ray import tune  # noqa: F401
     except ImportError as e:
-        from .sweep import SweepError
+        from .sweep_spec import SweepError
         raise SweepError("backend = 'ray' needs Ray Tune: pip install 'trpo_lab[ray]' "
                          f"(or pip install 'ray[tune]'): {e}") from e
 
@@ -40,7 +40,7 @@ def _trainable(params: dict[str, Any]) -> None:
     from ray import tune
 
     from .config import TRPOConfig
-    from .sweep import run_trial
+    from .runs import run_trial
 
     torch.set_num_threads(1)
     trial = params["trial"]

@@ -189,17 +189,15 @@ class Trainer:
 
 
 def train(config: TRPOConfig, *, env=None, callback: Callable[[IterationRecord, Trainer], object]
-          | None = None, progress: bool = True, trainer: Trainer | None = None,
-          checkpoint_path: str | None = None, checkpoint_every: int = 10) -> Trainer:
+          | None = None, progress: bool = True, trainer: Trainer | None = None) -> Trainer:
     """Train until `config.total_steps`; returns the `Trainer` (its `history` holds every record).
 
     `callback(record, trainer)` runs after each iteration; returning True stops training early.
-    Pass `trainer` to continue a run (e.g. one loaded from a checkpoint). With `checkpoint_path`,
-    a checkpoint is written atomically every `checkpoint_every` iterations and at the end.
+    Pass `trainer` to continue a run (e.g. one loaded from a checkpoint). To write checkpoints as
+    it goes, pass `checkpoint.checkpoint_callback(path, every)` as the callback (training knows
+    nothing of files; `runs.run_training` does that for the CLI and sweeps).
     """
     from tqdm.auto import tqdm
-
-    from .checkpoint import save_checkpoint
 
     if trainer is None:
         trainer = Trainer(config, env)
@@ -212,8 +210,6 @@ def train(config: TRPOConfig, *, env=None, callback: Callable[[IterationRecord, 
             if not math.isnan(record.mean_return):
                 bar.set_postfix(ret=f"{record.mean_return:.1f}", kl=f"{record.kl:.4f}")
             stop = callback(record, trainer) if callback is not None else None
-            if checkpoint_path and (trainer.iteration % checkpoint_every == 0 or trainer.done):
-                save_checkpoint(trainer, checkpoint_path)
             if stop is True:
                 break
     finally:
