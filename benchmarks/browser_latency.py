@@ -173,7 +173,8 @@ class Recorder:
     def state(self) -> dict:
         return self.nb.page.evaluate(
             "() => ({inputs: window.__lat.inputs, changes: window.__lat.changes, now: performance.now(),"
-            " events: window.__lat.events, received: (globalThis[Symbol.for('trpo_lab.plotly_widget_bundle')] || {}).received || []})")
+            " events: window.__lat.events,"
+            " received: (globalThis[Symbol.for('trpo_lab.plotly_widget_bundle')] || {}).received || []})")
 
     def clear(self) -> None:
         self.nb.page.evaluate("() => { window.__lat.inputs = []; window.__lat.changes = [];"
