@@ -59,13 +59,13 @@ def test_explorer_exposes_its_wiring(explorer):
 
 
 def test_one_hidden_widget_per_kernel_carries_plotlys_bundle(explorer, snapshots):
-    from trpo_lab.explore import app
+    from trpo_lab import widgets
 
-    assert len(app._PRELOADER) == 1
-    bundle = app._PRELOADER[0]._bundle
-    assert len(bundle) > 1_000_000 and bundle == app.plotly_widget_bundle()
+    assert len(widgets._PRELOADER) == 1
+    bundle = widgets._PRELOADER[0]._bundle
+    assert len(bundle) > 1_000_000 and bundle == widgets.plotly_widget_bundle()
     Explorer(snapshots[0])
-    assert len(app._PRELOADER) == 1  # a second explorer does not send it again
+    assert len(widgets._PRELOADER) == 1  # a second explorer does not send it again
 
 
 def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
@@ -206,7 +206,7 @@ def test_importing_the_explorer_package_stays_light():
 def test_figure_widget_import_defers_rfc3987_but_iri_checks_still_work():
     out = _fresh_python(
         "import sys\n"
-        "from trpo_lab.explore.app import import_figure_widget\n"
+        "from trpo_lab.widgets import import_figure_widget\n"
         "import_figure_widget()\n"
         "print('lark' in sys.modules)\n"
         "from jsonschema import FormatChecker\n"

@@ -92,14 +92,14 @@ class LiveDashboard:
 
     def __init__(self, labels: Sequence[str], target_return: float | None = None, x: str = "steps",
                  height: int = 900):
-        from .explore.app import preload_plotly_widgets, shared_bundle_figure_widget
+        from .widgets import preload_plotly_widgets, shared_bundle_figure_widget
 
         if len(set(labels)) != len(labels) or not labels:
             raise ValueError(f"labels = {list(labels)!r}: give one distinct label per run")
         self.x = x
         self.runs: dict[str, list] = {label: [] for label in labels}
         # a FigureWidget that shares the page's one import of plotly's widget bundle (see
-        # trpo_lab.explore.app): the dashboard then appears in about as long as the explorer does
+        # trpo_lab.widgets): the dashboard then appears in about as long as the explorer does
         preload_plotly_widgets()
         figure_widget = shared_bundle_figure_widget()
         self.figure = figure_widget(training_figure(self.runs, target_return, x, height))

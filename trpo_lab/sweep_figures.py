@@ -176,7 +176,7 @@ class SweepBrowser:
                  x: str, y: str, value: str = "final_return"):
         import ipywidgets as W
 
-        from .explore.app import preload_plotly_widgets, shared_bundle_figure_widget
+        from .widgets import preload_plotly_widgets, shared_bundle_figure_widget
 
         preload_plotly_widgets()
         figure_widget = shared_bundle_figure_widget()

@@ -217,7 +217,7 @@ class RuleComparison:
     def __init__(self, snapshot, settings: StepSettings | None = None, rules=UPDATE_RULES):
         import ipywidgets as W
 
-        from .app import preload_plotly_widgets, shared_bundle_figure_widget
+        from ..widgets import preload_plotly_widgets, shared_bundle_figure_widget
 
         self.problem = snapshot.problem()
         self.memo: dict = {}
