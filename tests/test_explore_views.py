@@ -20,9 +20,9 @@ from trpo_lab.explore.views import (
     frame_figures,
     line_search_figure,
     summary_figure,
+    summary_rows,
     summary_table_html,
     table_rows,
-    summary_rows,
     trace,
     trust_region_figure,
 )

@@ -47,4 +47,5 @@ def test_pyproject_declares_the_package_its_cli_and_its_dependencies():
 def test_the_ray_extra_is_declared_and_installed_for_the_tests():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert any(d.startswith("ray[tune]") for d in project["optional-dependencies"]["ray"])
-    assert any(line.startswith("ray[tune]") for line in requirement_lines((ROOT / "requirements.txt").read_text()))
+    requirements = requirement_lines((ROOT / "requirements.txt").read_text())
+    assert any(line.startswith("ray[tune]") for line in requirements)

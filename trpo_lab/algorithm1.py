@@ -25,8 +25,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tabular import (TabularMDP, advantages, discounted_visitation, expected_advantage,
-                      expected_return, kl_per_state, max_kl, penalty_coefficient, softmax_policy)
+from .tabular import (
+    TabularMDP,
+    advantages,
+    discounted_visitation,
+    expected_advantage,
+    expected_return,
+    kl_per_state,
+    max_kl,
+    penalty_coefficient,
+    softmax_policy,
+)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tabular import (TabularMDP, _check_policy, action_values, advantages, discounted_visitation,
-                      expected_return, state_values)
+from .tabular import (
+    TabularMDP,
+    _check_policy,
+    action_values,
+    advantages,
+    discounted_visitation,
+    expected_return,
+    state_values,
+)
 
 
 def state_distribution(mdp: TabularMDP, pi: np.ndarray) -> np.ndarray:

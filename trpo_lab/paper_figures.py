@@ -34,7 +34,8 @@ def estimator_variance_figure(alphas: np.ndarray, variances: dict[str, Sequence[
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_xaxes(title_text="α  (π_θ = softmax(θ_old + α·A))")
     fig.update_layout(template="plotly_white", height=380,
-                      title="Importance sampling with q: unbiased for every q, variance grows as π_θ leaves q")
+                      title="Importance sampling with q: unbiased for every q, "
+                            "variance grows as π_θ leaves q")
     return fig
 
 

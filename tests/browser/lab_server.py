@@ -27,7 +27,6 @@ from pathlib import Path
 
 import psutil
 
-
 # Debian's Chromium, headless on a machine without a GPU or network (tests and benchmarks/browser_latency.py).
 CHROMIUM_ARGS = [
     "--no-sandbox",
