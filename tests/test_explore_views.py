@@ -141,3 +141,18 @@ def test_update_dicts_give_the_same_figure_as_building_it_again(snap):
         patched = apply_update(go.Figure(first[name]), update)
         assert json.loads(pio.to_json(patched)) == json.loads(pio.to_json(fresh[name])), name
     assert math.isfinite(later.sFs)
+
+
+def test_traces_have_stable_ids_and_updates_are_keyed_by_them(snap):
+    """Every trace carries a unique id "<view>:<trace>" in `meta`; its display name is separate; an
+    update dict names traces by id only, and sets every trace of its view."""
+    from trpo_lab.explore.views import BASES, frame_updates
+
+    frame = ExplorerSession(snap).compute(snap.name, Settings())
+    for view, update in frame_updates(frame).items():
+        ids = [t.meta for t in BASES[view]().data]
+        assert len(set(ids)) == len(ids) and all(i.startswith(f"{view}:") for i in ids), ids
+        assert sorted(update["traces"]) == sorted(ids), view
+        names = {t.meta: t.name for t in frame_figures(frame)[view].data}
+        assert all(names[i] and names[i] != i for i in ids)  # the legend shows a name, not the id
+    assert trace(frame_figures(frame)["line_search"], "line_search:delta") is not None

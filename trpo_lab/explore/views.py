@@ -10,10 +10,12 @@ a Plotly figure out.
 4. `summary_figure` — predicted vs actual improvement, final KL̄ vs δ; `summary_table_html` — β, sᵀFs,
    the improvements, final KL̄, CG iterations, backtracks, verdict and why, as an HTML table.
 
-Each view is a fixed skeleton of *named* traces (`_*_base`) plus `*_update(...)`, a plain dict of
-the values that depend on the report. `view_figure = apply_update(base, update)`; the explorer
-applies the same update dicts to its `FigureWidget`s inside `batch_update`, which is much cheaper
-than building new figures. Tests read traces by name with `trace(fig, name)`.
+Each view is a fixed skeleton of traces (`_*_base`), each with a stable id in `meta`
+("<view>:<trace>", e.g. "line_search:delta") and a display name for the legend, plus
+`*_update(...)`, a plain dict of the values that depend on the report, keyed by those ids.
+`view_figure = apply_update(base, update)`; the explorer applies the same update dicts to its
+`FigureWidget`s inside `batch_update`, which is much cheaper than building new figures.
+`trace(fig, key)` finds a trace by id or by display name (notebooks and tests read them by name).
 """
 
 from __future__ import annotations
@@ -41,27 +43,31 @@ from .landscape import (
 )
 from .session import ExactComparison, Frame
 
-Update = dict[str, Any]  # {"traces": {trace name: properties}, "layout": {...}, "notes": {name: text}}
+Update = dict[str, Any]  # {"traces": {trace id: properties}, "layout": {...}, "notes": {name: text}}
 ACCEPTED, REJECTED, MODEL, REAL = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
 X_MAX = 1.3  # the line-search view shows step fractions 0 … 1.3
 KL_AXIS = 2.5  # … and KL̄ from 0 to 2.5 δ (a KL that shoots past that leaves through the top)
 NONE: list = []
 
 
-def trace(fig: go.Figure, name: str):
-    """The trace called `name` (KeyError lists the names)."""
+def trace(fig: go.Figure, key: str):
+    """The trace whose stable id (`meta`, e.g. "line_search:delta") or display name (e.g. "δ") is
+    `key` (KeyError lists both)."""
     for t in fig.data:
-        if t.name == name:
+        if t.meta == key:
             return t
-    raise KeyError(f"no trace {name!r}; traces are: {[t.name for t in fig.data]}")
+    for t in fig.data:
+        if t.name == key:
+            return t
+    raise KeyError(f"no trace {key!r}; traces are: {[(t.meta, t.name) for t in fig.data]}")
 
 
 def apply_update(fig: go.Figure, update: Update) -> go.Figure:
     """Write an update dict into `fig` (a `go.Figure` or a `FigureWidget`) as one batch."""
-    index = {t.name: i for i, t in enumerate(fig.data)}
+    index = {t.meta: i for i, t in enumerate(fig.data)}  # traces are updated by their stable id
     with fig.batch_update():
-        for name, props in update.get("traces", {}).items():
-            fig.data[index[name]].update(props)
+        for key, props in update.get("traces", {}).items():
+            fig.data[index[key]].update(props)
         if update.get("layout"):
             fig.layout.update(update["layout"])
         for name, text in update.get("notes", {}).items():
@@ -106,24 +112,29 @@ def _line_search_base() -> go.Figure:
                         subplot_titles=("surrogate gain L(θ) − L(θ_old)", "mean KL̄(π_old ‖ π_θ)"))
     line = dict(mode="lines")
 
-    def trials(name: str, color: str, symbol: str, row: int) -> go.Scatter:
-        return go.Scatter(name=name, mode="markers", showlegend=row == 1,
+    def trials(key: str, name: str, color: str, symbol: str, row: int) -> go.Scatter:
+        return go.Scatter(name=name, meta=f"line_search:{key}", mode="markers", showlegend=row == 1,
                           marker=dict(color=color, symbol=symbol, size=11, line_width=1),
                           hovertemplate="x = %{x:.3g}<br>%{y:.4g}<br>%{text}<extra></extra>")
 
-    fig.add_trace(go.Scatter(name="real surrogate gain", line_color=REAL, **line), 1, 1)
-    fig.add_trace(go.Scatter(name="linear model g·(xβs)", line=dict(color=MODEL, dash="dash"),
+    fig.add_trace(go.Scatter(name="real surrogate gain", meta="line_search:gain", line_color=REAL, **line),
+                  1, 1)
+    fig.add_trace(go.Scatter(name="linear model g·(xβs)", meta="line_search:linear_model",
+                             line=dict(color=MODEL, dash="dash"),
                              **line), 1, 1)
-    fig.add_trace(trials("rejected trials", REJECTED, "x", 1), 1, 1)
-    fig.add_trace(trials("accepted trial", ACCEPTED, "circle", 1), 1, 1)
-    fig.add_trace(go.Scatter(name="real KL̄", line_color="#9467bd", **line), 2, 1)
-    fig.add_trace(go.Scatter(name="quadratic model ½xᵀFx", line=dict(color=MODEL, dash="dash"),
+    fig.add_trace(trials("rejected", "rejected trials", REJECTED, "x", 1), 1, 1)
+    fig.add_trace(trials("accepted", "accepted trial", ACCEPTED, "circle", 1), 1, 1)
+    fig.add_trace(go.Scatter(name="real KL̄", meta="line_search:kl", line_color="#9467bd", **line), 2, 1)
+    fig.add_trace(go.Scatter(name="quadratic model ½xᵀFx", meta="line_search:quadratic_model",
+                             line=dict(color=MODEL, dash="dash"),
                              **line), 2, 1)
-    fig.add_trace(go.Scatter(name="damped model ½xᵀ(F+λI)x", line=dict(color=MODEL, dash="dot"),
+    fig.add_trace(go.Scatter(name="damped model ½xᵀ(F+λI)x", meta="line_search:damped_model",
+                             line=dict(color=MODEL, dash="dot"),
                              **line), 2, 1)
-    fig.add_trace(go.Scatter(name="δ", line=dict(color="black", width=1.5), **line), 2, 1)
-    fig.add_trace(trials("rejected trials (KL)", REJECTED, "x", 2), 2, 1)
-    fig.add_trace(trials("accepted trial (KL)", ACCEPTED, "circle", 2), 2, 1)
+    fig.add_trace(go.Scatter(name="δ", meta="line_search:delta", line=dict(color="black", width=1.5),
+                             **line), 2, 1)
+    fig.add_trace(trials("rejected_kl", "rejected trials (KL)", REJECTED, "x", 2), 2, 1)
+    fig.add_trace(trials("accepted_kl", "accepted trial (KL)", ACCEPTED, "circle", 2), 2, 1)
     fig.update_xaxes(range=[0, X_MAX])
     fig.update_xaxes(title_text="step fraction x   (θ = θ_old + x·βs)", row=2, col=1)
     return _style(fig, 500)
@@ -157,16 +168,17 @@ def line_search_update(report: StepReport, curve: StepCurve | None = None,
                     text=[t.reason for t in ts])
 
     return {"traces": {
-        "real surrogate gain": dict(x=x, y=gain),
-        "linear model g·(xβs)": dict(x=xs, y=xs * report.predicted_improvement if has_step else NONE),
-        "rejected trials": marks(rej, "surrogate_gain"),
-        "accepted trial": marks(acc, "surrogate_gain"),
-        "real KL̄": dict(x=x, y=kl),
-        "quadratic model ½xᵀFx": dict(x=xs, y=0.5 * (xs * report.beta) ** 2 * sFs if has_step else NONE),
-        "damped model ½xᵀ(F+λI)x": dict(x=xs, y=xs**2 * delta if has_step else NONE),
-        "δ": dict(x=[0, X_MAX], y=[delta, delta]),
-        "rejected trials (KL)": marks(rej, "kl"),
-        "accepted trial (KL)": marks(acc, "kl"),
+        "line_search:gain": dict(x=x, y=gain),
+        "line_search:linear_model": dict(x=xs, y=xs * report.predicted_improvement if has_step else NONE),
+        "line_search:rejected": marks(rej, "surrogate_gain"),
+        "line_search:accepted": marks(acc, "surrogate_gain"),
+        "line_search:kl": dict(x=x, y=kl),
+        "line_search:quadratic_model": dict(x=xs, y=0.5 * (xs * report.beta) ** 2 * sFs if has_step
+                                            else NONE),
+        "line_search:damped_model": dict(x=xs, y=xs**2 * delta if has_step else NONE),
+        "line_search:delta": dict(x=[0, X_MAX], y=[delta, delta]),
+        "line_search:rejected_kl": marks(rej, "kl"),
+        "line_search:accepted_kl": marks(acc, "kl"),
     }, "layout": {"title": {"text": f"Line search · δ = {delta:.3g}: {verdict(report)}"},
                   "yaxis2": {"range": [0, KL_AXIS * delta]}}}
 
@@ -179,24 +191,27 @@ def line_search_figure(report: StepReport, curve: StepCurve | None = None,
 
 # ───────────────────────────── 2. trust region slice ─────────────────────────────
 
-POINTS = ("gradient step (same model KL)", "full natural step βs", "accepted step", "θ_old")
+POINTS = {"gradient_step": "gradient step (same model KL)", "natural_step": "full natural step βs",
+          "accepted_step": "accepted step", "theta_old": "θ_old"}  # id → display name
 
 
 def _trust_region_base() -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Contour(
-        name="surrogate gain", colorscale="RdBu", zmid=0, ncontours=16, line=dict(width=0.5),
+        name="surrogate gain", meta="trust_region:gain", colorscale="RdBu", zmid=0, ncontours=16,
+        line=dict(width=0.5),
         colorbar=dict(title=dict(text="L − L_old", side="right"), len=0.8,
                       ticklabeloverflow="allow"),
         hovertemplate="a = %{x:.3g}<br>b = %{y:.3g}<br>L − L_old = %{z:.4g}<extra></extra>"))
-    fig.add_trace(go.Contour(name="real KL̄ = δ", autocontour=False, showscale=False, showlegend=True,
+    fig.add_trace(go.Contour(name="real KL̄ = δ", meta="trust_region:kl_contour", autocontour=False,
+                             showscale=False, showlegend=True,
                              contours=dict(coloring="lines"), line=dict(width=3), hoverinfo="skip",
                              colorscale=[[0, "black"], [1, "black"]]))
-    fig.add_trace(go.Scatter(name="model ½cᵀ(F+λI)c = δ", mode="lines",
+    fig.add_trace(go.Scatter(name="model ½cᵀ(F+λI)c = δ", meta="trust_region:model_ellipse", mode="lines",
                              line=dict(color="#ff7f0e", width=2.5, dash="dash")))
     looks = (("diamond", "#8c564b"), ("star", "#9467bd"), ("circle", ACCEPTED), ("cross", "black"))
-    for name, (symbol, color) in zip(POINTS, looks):
-        fig.add_trace(go.Scatter(name=name, mode="markers",
+    for (key, name), (symbol, color) in zip(POINTS.items(), looks):
+        fig.add_trace(go.Scatter(name=name, meta=f"trust_region:{key}", mode="markers",
                                  marker=dict(symbol=symbol, size=14, color=color,
                                              line=dict(width=1, color="white")),
                                  hovertemplate="%{text}<br>a = %{x:.3g}, b = %{y:.3g}<extra></extra>"))
@@ -219,27 +234,27 @@ def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Gr
         plane = grid = None
     traces: dict[str, dict] = {}
     if grid is not None:
-        traces["surrogate gain"] = dict(x=grid.a, y=grid.b, z=grid.gain)
-        traces["real KL̄ = δ"] = dict(x=grid.a, y=grid.b, z=grid.kl,
+        traces["trust_region:gain"] = dict(x=grid.a, y=grid.b, z=grid.gain)
+        traces["trust_region:kl_contour"] = dict(x=grid.a, y=grid.b, z=grid.kl,
                                       contours=dict(start=delta, end=delta, size=delta))
     else:
-        traces["surrogate gain"] = dict(x=NONE, y=NONE, z=NONE)
-        traces["real KL̄ = δ"] = dict(x=NONE, y=NONE, z=NONE)
+        traces["trust_region:gain"] = dict(x=NONE, y=NONE, z=NONE)
+        traces["trust_region:kl_contour"] = dict(x=NONE, y=NONE, z=NONE)
     ex, ey = model_ellipse(plane, delta) if plane is not None else (NONE, NONE)
-    traces["model ½cᵀ(F+λI)c = δ"] = dict(x=ex, y=ey)
+    traces["trust_region:model_ellipse"] = dict(x=ex, y=ey)
     if plane is not None:
         gx, gy = gradient_step(plane, delta)
         natural = report.beta * plane.step_length
         taken = report.step_fraction * natural if report.accepted else 0.0
-        where = {"gradient step (same model KL)": (gx, gy), "full natural step βs": (natural, 0.0),
-                 "accepted step": (taken, 0.0), "θ_old": (0.0, 0.0)}
+        where = {"gradient_step": (gx, gy), "natural_step": (natural, 0.0), "accepted_step": (taken, 0.0),
+                 "theta_old": (0.0, 0.0)}
     else:
-        where = {name: (math.nan, math.nan) for name in POINTS[:3]} | {"θ_old": (0.0, 0.0)}
-    label = {"accepted step": "accepted step" if report.accepted else
-             "no step accepted: θ stays at θ_old"}
-    for name, (x, y) in where.items():
-        traces[name] = dict(x=[x], y=[y], text=[label.get(name, name)])
-    traces["accepted step"]["marker_color"] = ACCEPTED if report.accepted else REJECTED
+        where = {key: (math.nan, math.nan) for key in list(POINTS)[:3]} | {"theta_old": (0.0, 0.0)}
+    label = POINTS | {"accepted_step": "accepted step" if report.accepted else
+                      "no step accepted: θ stays at θ_old"}
+    for key, (x, y) in where.items():
+        traces[f"trust_region:{key}"] = dict(x=[x], y=[y], text=[label[key]])
+    traces["trust_region:accepted_step"]["marker_color"] = ACCEPTED if report.accepted else REJECTED
     second = "gradient" if plane is None else plane.second
     title = f"Trust-region slice · δ = {delta:.3g}, λ = {damping:.3g}"
     return {"traces": traces, "layout": {
@@ -265,13 +280,16 @@ def trust_region_figure(report: StepReport, plane: Plane | None = None, grid: Gr
 def _cg_base() -> go.Figure:
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
         "CG residual ‖g − (F+λI)x_k‖", "error vs exact x* = (F+λI)⁻¹g", "Fisher spectrum and λ"))
-    fig.add_trace(go.Scatter(name="CG residual ‖r_k‖", mode="lines+markers", line_color=REAL), 1, 1)
-    fig.add_trace(go.Scatter(name="stop: ‖r‖² < cg_tol", mode="lines",
+    fig.add_trace(go.Scatter(name="CG residual ‖r_k‖", meta="cg:residual", mode="lines+markers",
+                             line_color=REAL), 1, 1)
+    fig.add_trace(go.Scatter(name="stop: ‖r‖² < cg_tol", meta="cg:tolerance", mode="lines",
                              line=dict(color=MODEL, dash="dot")), 1, 1)
-    fig.add_trace(go.Scatter(name="relative error ‖x_k − x*‖/‖x*‖", mode="lines+markers",
+    fig.add_trace(go.Scatter(name="relative error ‖x_k − x*‖/‖x*‖", meta="cg:error", mode="lines+markers",
                              line_color="#ff7f0e"), 1, 2)
-    fig.add_trace(go.Scatter(name="eigenvalues of F", mode="lines", line_color="#9467bd"), 1, 3)
-    fig.add_trace(go.Scatter(name="damping λ", mode="lines", line=dict(color="black", dash="dash")),
+    fig.add_trace(go.Scatter(name="eigenvalues of F", meta="cg:eigenvalues", mode="lines",
+                             line_color="#9467bd"), 1, 3)
+    fig.add_trace(go.Scatter(name="damping λ", meta="cg:damping", mode="lines",
+                             line=dict(color="black", dash="dash")),
                   1, 3)
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(title_text="iteration k", row=1, col=1)
@@ -292,22 +310,22 @@ def cg_update(report: StepReport, exact: ExactComparison | None = None, exact_no
     """‖r_k‖ per CG iteration; with the exact F: ‖x_k − x*‖/‖x*‖ and F's eigenvalues vs λ."""
     damping, tol = report.settings.damping, report.settings.cg_tol
     norms = report.cg.residual_norms if report.cg is not None else NONE
-    traces = {"CG residual ‖r_k‖": dict(x=list(range(len(norms))), y=norms),
-              "stop: ‖r‖² < cg_tol": dict(x=[0, max(len(norms) - 1, 1)], y=[math.sqrt(tol)] * 2)}
+    traces = {"cg:residual": dict(x=list(range(len(norms))), y=norms),
+              "cg:tolerance": dict(x=[0, max(len(norms) - 1, 1)], y=[math.sqrt(tol)] * 2)}
     if exact is not None:
         eig = exact.eigenvalues
-        traces["relative error ‖x_k − x*‖/‖x*‖"] = dict(x=list(range(len(exact.errors))),
+        traces["cg:error"] = dict(x=list(range(len(exact.errors))),
                                                       y=exact.errors)
-        traces["eigenvalues of F"] = dict(x=np.arange(1, len(eig) + 1), y=np.where(eig > 0, eig, np.nan))
-        traces["damping λ"] = dict(x=[1, len(eig)], y=[damping, damping])
+        traces["cg:eigenvalues"] = dict(x=np.arange(1, len(eig) + 1), y=np.where(eig > 0, eig, np.nan))
+        traces["cg:damping"] = dict(x=[1, len(eig)], y=[damping, damping])
         top = float(eig.max())
         kappa = (top + damping) / (max(float(eig.min()), 0.0) + damping)
         note = (f"CG's s vs x*: relative error {exact.relative_error:.2e}, angle {exact.angle:.3g}° · "
                 f"vs undamped F⁺g: angle {exact.angle_natural:.3g}° · κ(F+λI) = {kappa:.3g} · "
                 f"{int((eig < damping).sum())} of {len(eig)} eigenvalues below λ")
     else:
-        for name in ("relative error ‖x_k − x*‖/‖x*‖", "eigenvalues of F", "damping λ"):
-            traces[name] = dict(x=NONE, y=NONE)
+        for key in ("cg:error", "cg:eigenvalues", "cg:damping"):
+            traces[key] = dict(x=NONE, y=NONE)
         note = exact_note or "exact comparison not computed"
     panel = "" if exact is not None else "needs the exact F<br>(small policies only)"
     return {"traces": traces, "notes": {"note": note, "panel 2": panel, "panel 3": panel},
@@ -392,10 +410,11 @@ def table_rows(html: str) -> dict[str, str]:
 def _summary_base() -> go.Figure:
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
                         subplot_titles=("improvement", "final KL̄ vs δ"))
-    fig.add_trace(go.Bar(name="improvement", x=["predicted (full)", "predicted (x·g·βs)", "actual"],
+    fig.add_trace(go.Bar(name="improvement", meta="summary:improvement",
+                         x=["predicted (full)", "predicted (x·g·βs)", "actual"],
                          showlegend=False), 1, 1)
-    fig.add_trace(go.Bar(name="final KL̄", x=["final KL̄"], showlegend=False), 1, 2)
-    fig.add_trace(go.Scatter(name="δ", x=["final KL̄"], mode="markers+text", text=["δ"],
+    fig.add_trace(go.Bar(name="final KL̄", meta="summary:final_kl", x=["final KL̄"], showlegend=False), 1, 2)
+    fig.add_trace(go.Scatter(name="δ", meta="summary:delta", x=["final KL̄"], mode="markers+text", text=["δ"],
                              textposition="top center", showlegend=False,
                              marker=dict(symbol="line-ew-open", size=40, line_width=3, color="black")),
                   1, 2)
@@ -409,10 +428,10 @@ def summary_update(report: StepReport) -> Update:
     delta = report.settings.max_kl
     predicted_at = report.step_fraction * report.predicted_improvement if report.accepted else 0.0
     return {"traces": {
-        "improvement": dict(y=[report.predicted_improvement, predicted_at, report.surrogate_gain],
+        "summary:improvement": dict(y=[report.predicted_improvement, predicted_at, report.surrogate_gain],
                             marker_color=[MODEL, MODEL, color]),
-        "final KL̄": dict(y=[report.kl], marker_color=[color]),
-        "δ": dict(y=[delta]),
+        "summary:final_kl": dict(y=[report.kl], marker_color=[color]),
+        "summary:delta": dict(y=[delta]),
     }, "layout": {"title": {"text": f"Summary: {verdict(report)}"},
                   "yaxis2": {"range": [0, 1.25 * max(delta, report.kl)]}}}
 
