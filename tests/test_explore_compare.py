@@ -90,3 +90,16 @@ def test_the_widget_redraws_on_a_slider_and_validates_first(snap):
     assert app.sliders["max_kl"].value == pytest.approx(0.03)  # nothing moved
     with pytest.raises(ValueError, match="unknown slider"):
         app.set(delta=0.1)
+
+
+def test_a_rule_that_does_not_rerun_keeps_its_end_point_bitwise():
+    """Moving ε re-runs PPO only: the other rules' results, end points included, are the same objects
+    and numbers (a recomputed least-squares projection could move them in the last bits)."""
+    snapshot = make_snapshot("Pendulum-v1", iteration=1, batch_steps=256)
+    problem, memo = snapshot.problem(), {}
+    first = compare_rules(problem, StepSettings(max_kl=0.02), memo=memo)
+    again = compare_rules(problem, StepSettings(max_kl=0.02, ppo_clip=0.1), memo=memo)
+    for rule in ("trpo", "npg", "pg"):
+        assert again.results[rule].report is first.results[rule].report
+        assert again.results[rule].coords == first.results[rule].coords
+    assert again.results["ppo-clip"].report is not first.results["ppo-clip"].report

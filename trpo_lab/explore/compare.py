@@ -116,7 +116,13 @@ def compare_rules(problem, settings: StepSettings | None = None,
                 kls = per_state_kl(problem, report.theta_new).double().numpy()
             memo[key] = (report, seconds, kls)
         report, seconds, kls = memo[key]
-        coords, off = _plane_coordinates(plane, report.theta_new - report.theta_old)
+        # the end point in the slice depends on the step and the plane only: computed once, so a rule
+        # that did not re-run is drawn at bitwise the same place (a least-squares solve repeated on a
+        # new buffer may differ in the last bits)
+        coords_key = ("coords",) + plane_key + key
+        if coords_key not in memo:
+            memo[coords_key] = _plane_coordinates(plane, report.theta_new - report.theta_old)
+        coords, off = memo[coords_key]
         results[rule] = RuleResult(rule, report, seconds, kls, coords, off)
     return Comparison(settings, results, plane)
 
