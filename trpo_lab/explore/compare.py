@@ -240,7 +240,7 @@ class RuleComparison:
             slider.observe(self._on_change, names="value")
         self._holding = False
         # the explorer's figure widgets: one shared import of plotly's bundle in the page, and edits
-        # sent as the changed leaves, drawn once per frame (latest wins; see explore/app.py)
+        # sent as the changed leaves, drawn once per frame (latest wins; see trpo_lab/widgets.py)
         preload_plotly_widgets()
         FigureWidget = shared_bundle_figure_widget(light_updates=True)
         self.figures = {k: FigureWidget(f) for k, f in compare_figures(self.comparison).items()}
