@@ -47,10 +47,11 @@ TIANSHOU: dict[str, dict] = {
 }
 
 
-def run_trpo_lab(env_id: str, seed: int, steps: int) -> dict:
+def run_trpo_lab(env_id: str, seed: int, steps: int, **overrides) -> dict:
+    """`overrides` change the preset's fields (benchmarks/preset_seeds.py compares presets)."""
     from trpo_lab import TRPOConfig, train
 
-    config = TRPOConfig.from_preset(env_id, seed=seed, total_steps=steps)
+    config = TRPOConfig.from_preset(env_id, seed=seed, total_steps=steps, **overrides)
     start = time.perf_counter()
     trainer = train(config, progress=False)
     wall = time.perf_counter() - start

@@ -1,0 +1,79 @@
+"""A preset's return over many seeds, and variants of it side by side: how a preset is chosen here.
+
+A preset is judged on seeds that no benchmark target uses (by default 10–29), so that it is not
+fitted to the three seeds of benchmarks/compare.py. Each run is worker.py's trpo_lab run (its own
+settings, one torch thread, the common evaluation protocol: 10 deterministic episodes), in this
+process, `--jobs` at a time. Variants are `name=field:value,field:value` (values parsed as Python
+literals), e.g.
+
+    .venv/bin/python benchmarks/preset_seeds.py Pendulum-v1 --variant gamma0.9=gamma:0.9
+    .venv/bin/python benchmarks/preset_seeds.py Pendulum-v1 --seeds 0 1 2   # compare.py's seeds
+
+Prints per variant: mean, median, worst seed, how many seeds end below `--fail-below`, and the
+per-seed returns; writes results/preset_seeds_<env>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import multiprocessing as mp
+import statistics
+
+from _common import RESULTS, machine, one_thread
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, spec = text.partition("=")
+    if not name or not spec:
+        raise SystemExit(f"--variant {text!r}: write name=field:value[,field:value…]")
+    fields = {}
+    for item in spec.split(","):
+        key, _, value = item.partition(":")
+        try:
+            fields[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"--variant {text!r}: {value!r} is not a Python literal") from None
+    return name, fields
+
+
+def one_run(args: tuple[str, int, int, dict]) -> float:
+    env_id, seed, steps, overrides = args
+    one_thread()
+    from worker import run_trpo_lab
+
+    return float(sum(run_trpo_lab(env_id, seed, steps, **overrides)["returns"]) / 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10, 30)))
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--variant", action="append", default=[], help="name=field:value,...")
+    parser.add_argument("--no-preset", action="store_true", help="only the variants")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--fail-below", type=float, default=-200.0)
+    args = parser.parse_args()
+    variants = ([] if args.no_preset else [("preset", {})]) + [parse_variant(v) for v in args.variant]
+    jobs = [(args.env, s, args.steps, fields) for _, fields in variants for s in args.seeds]
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        returns = pool.map(one_run, jobs, chunksize=1)
+    rows = []
+    for k, (name, fields) in enumerate(variants):
+        mine = returns[k * len(args.seeds):(k + 1) * len(args.seeds)]
+        rows.append(dict(variant=name, overrides=fields, seeds=args.seeds, returns=mine,
+                         mean=statistics.fmean(mine), median=statistics.median(mine), worst=min(mine),
+                         below=sum(r < args.fail_below for r in mine)))
+        print(f"{name:>14}  mean {rows[-1]['mean']:8.1f}  median {rows[-1]['median']:8.1f}  worst "
+              f"{rows[-1]['worst']:8.1f}  below {args.fail_below:g}: {rows[-1]['below']}/{len(mine)}  "
+              f"{fields}")
+        print("                " + " ".join(f"{r:.0f}" for r in mine))
+    out = RESULTS / f"preset_seeds_{args.env}.json"
+    out.write_text(json.dumps(dict(machine=machine(), steps=args.steps, rows=rows), indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
