@@ -253,3 +253,26 @@ def test_figure_edits_reach_the_page_as_one_message_of_the_changed_leaves(explor
     assert state["trpo"] == "state" and state["seq"] == sent["line_search"][-2]["seq"]
     assert state["traces"][index["δ"]]["y"] == [0.003, 0.003]
     assert state["traces"][index["δ"]].keys() >= {"y"} and "yaxis2.range" in state["layout"]
+
+
+def test_the_page_gets_text_then_every_figure_before_python_validates_the_edits(explorer, monkeypatch):
+    """One move: the status line and table first, then one message per changed figure, and only then
+    plotly's validation of the same edits in Python (which sends nothing more): the page draws
+    while the kernel validates."""
+    import trpo_lab.explore.app as app
+
+    events: list[str] = []
+    for name, fig in explorer.figures.items():
+        monkeypatch.setattr(fig, "send", lambda content, buffers=None, name=name: events.append(f"send {name}"))
+    explorer.status.observe(lambda change: events.append("status"), names="value")
+    explorer.table.observe(lambda change: events.append("table"), names="value")
+    write = app.write_edits
+    monkeypatch.setattr(app, "write_edits", lambda fig, edits: (events.append("validate"), write(fig, edits)))
+    explorer.sliders["damping"].value = 0.01
+    sends = [e for e in events if e.startswith("send")]
+    assert sorted(sends) == sorted(f"send {name}" for name in explorer.figures)  # one each, no echo
+    first_send, first_validate = events.index(sends[0]), events.index("validate")
+    assert events.index("status") < first_send and events.index("table") < first_send
+    assert max(events.index(s) for s in sends) < first_validate
+    assert events.count("validate") == len(explorer.figures)
+    assert list(trace(explorer.figures["line_search"], "δ").y) == [explorer.report.settings.max_kl] * 2

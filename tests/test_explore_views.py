@@ -156,3 +156,25 @@ def test_traces_have_stable_ids_and_updates_are_keyed_by_them(snap):
         names = {t.meta: t.name for t in frame_figures(frame)[view].data}
         assert all(names[i] and names[i] != i for i in ids)  # the legend shows a name, not the id
     assert trace(frame_figures(frame)["line_search"], "line_search:delta") is not None
+
+
+def test_update_dicts_flatten_to_attribute_paths_both_plotlys_take(snap):
+    """Updates are written as nested dicts, never plotly's magic underscores (`marker_color`), so
+    `figure_edits` can send them to plotly.js as they are: every path it makes names a property of
+    the figure (plotly's Python side rejects an unknown one) and has no underscore."""
+    from trpo_lab.explore.views import BASES, figure_edits, frame_updates
+    from trpo_lab.widgets import flat_paths
+
+    assert flat_paths({"marker": {"color": "red"}, "y": [1], "title": {"font": {"size": 3}}}) == {
+        "marker.color": "red", "y": [1], "title.font.size": 3}
+    frame = ExplorerSession(snap).compute(snap.name, Settings(max_kl=0.05))
+    for view, update in frame_updates(frame).items():
+        fig = BASES[view]()
+        traces, layout = figure_edits(fig, update)
+        paths = [p for props in traces.values() for p in props] + list(layout)
+        assert paths and not [p for p in paths if "_" in p], (view, paths)
+        for i, props in traces.items():
+            for path in props:
+                fig.data[i][path]  # raises if plotly does not know the path
+        for path in layout:
+            fig.layout[path]

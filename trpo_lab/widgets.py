@@ -238,7 +238,7 @@ def shared_bundle_figure_widget(carries_bundle: bool = False, light_updates: boo
                 self.on_msg(self._trpo_on_msg)
 
             def _trpo_send(self, restyle: dict | None, relayout: dict | None, trace_indexes) -> None:
-                traces: dict[str, dict] = {}
+                traces: dict[int, dict] = {}
                 if restyle:
                     indexes = self._normalize_trace_indexes(trace_indexes)
                     for path, values in restyle.items():
@@ -247,15 +247,30 @@ def shared_bundle_figure_widget(carries_bundle: bool = False, light_updates: boo
                         for k, i in enumerate(indexes):
                             value = values[k % len(values)]
                             if value is not Undefined:
-                                traces.setdefault(str(i), {})[path] = _plain(value)
+                                traces.setdefault(i, {})[path] = _plain(value)
                 layout = {path: _plain(v) for path, v in (relayout or {}).items() if v is not Undefined}
-                if not traces and not layout:
-                    return
+                self._trpo_edit(traces, layout)
+
+            def _trpo_edit(self, traces: dict[int, dict], layout: dict) -> None:
+                """Send the leaves (plain JSON values by plotly.js path) that differ from what the
+                page was last sent, as one message; nothing if none does. So an edit `announce`d
+                before plotly validated it is not sent a second time when plotly reports it."""
+                sent = self._trpo_all
+                changed: dict[str, dict] = {}
                 for i, props in traces.items():
-                    self._trpo_all["traces"].setdefault(i, {}).update(props)
-                self._trpo_all["layout"].update(layout)
+                    last = sent["traces"].get(str(i), {})
+                    diff = {p: v for p, v in props.items() if p not in last or last[p] != v}
+                    if diff:
+                        changed[str(i)] = diff
+                relayout = {p: v for p, v in layout.items()
+                            if p not in sent["layout"] or sent["layout"][p] != v}
+                if not changed and not relayout:
+                    return
+                for i, props in changed.items():
+                    sent["traces"].setdefault(i, {}).update(props)
+                sent["layout"].update(relayout)
                 self._trpo_seq += 1
-                self.send({"trpo": "update", "seq": self._trpo_seq, "traces": traces, "layout": layout})
+                self.send({"trpo": "update", "seq": self._trpo_seq, "traces": changed, "layout": relayout})
 
             def _trpo_on_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
                 if isinstance(content, dict) and content.get("type") == "trpo_resync":
@@ -273,6 +288,46 @@ def shared_bundle_figure_widget(carries_bundle: bool = False, light_updates: boo
 
         _FIGURE_CLASSES[key] = ExplorerFigureWidget if light_updates else SharedBundleFigureWidget
     return _FIGURE_CLASSES[key]
+
+
+def flat_paths(props: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts of plotly properties as plotly.js attribute paths, the form both plotly's
+    Python `update` and `Plotly.update` take: {"marker": {"color": c}} → {"marker.color": c}.
+    (Write nested dicts, not plotly's "magic underscores": `marker_color` is not a path.)"""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_paths(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+Edits = tuple[dict[int, dict[str, Any]], dict[str, Any]]
+"""Edits of one figure: ({trace index: {attribute path: value}}, {layout path: value})."""
+
+
+def announce(fig: Any, edits: Edits) -> None:
+    """Send `edits` to the page now, as one message, if `fig` takes light updates
+    (`shared_bundle_figure_widget(light_updates=True)`); nothing otherwise. The page can draw them
+    while Python validates them (`write_edits`), which then sends nothing more for them."""
+    send = getattr(fig, "_trpo_edit", None)
+    if send is not None:
+        traces, layout = edits
+        send({i: {p: _plain(v) for p, v in props.items()} for i, props in traces.items()},
+             {p: _plain(v) for p, v in layout.items()})
+
+
+def write_edits(fig: Any, edits: Edits) -> None:
+    """Write `edits` into a `go.Figure` or `FigureWidget` through plotly's validation, as one batch
+    (a widget sends what changed to the page, as it always does)."""
+    traces, layout = edits
+    with fig.batch_update():
+        for i, props in traces.items():
+            fig.data[i].update(props)
+        if layout:
+            fig.layout.update(layout)
 
 
 def plotly_widget_bundle() -> str:

@@ -19,17 +19,19 @@ from typing import Any
 from ..settings import step_fields
 from ..widgets import (  # noqa: F401  (re-exported: notebooks import them from here)
     SHARED_BUNDLE_ESM,
+    announce,
     import_figure_widget,
     plotly_widget_bundle,
     preload_plotly_widgets,
     shared_bundle_figure_widget,
+    write_edits,
 )
 from .landscape import GRID
 from .session import RANGES, ExplorerSession, Frame, Settings
 from .snapshots import Snapshot
 from .views import (
-    apply_update,
     cg_caption,
+    figure_edits,
     frame_figures,
     frame_updates,
     summary_rows,
@@ -216,13 +218,20 @@ class Explorer:
         same_direction = (frame.snapshot == before.snapshot and
                           frame.settings.direction_key == before.settings.direction_key)
         views = FIXED_DIRECTION if same_direction else tuple(self.figures)
-        for key, update in frame_updates(frame, views).items():
-            apply_update(self.figures[key], update)
+        edits = {key: figure_edits(self.figures[key], update)
+                 for key, update in frame_updates(frame, views).items()}
         self.frame = frame
+        # What the page waits for goes first: the text, then each figure's edits as one message
+        # (`announce`); plotly's validation of the same edits in Python (`write_edits`, which then
+        # sends nothing new) runs while the page draws.
         self.status.value = self._status_html()
         self.table.value = summary_table_html(frame.report)
         self.cg_caption.value = cg_caption(frame.report)
         self._show_readouts()
+        for key, edit in edits.items():
+            announce(self.figures[key], edit)
+        for key, edit in edits.items():
+            write_edits(self.figures[key], edit)
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}
         self.updates.append({"settings": frame.settings.as_dict(), "snapshot": frame.snapshot,
                              "views": views, "work": done, "seconds": time.perf_counter() - start})

@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..trust_region import StepReport, UpdateProblem, fisher_operator
+from ..widgets import Edits, flat_paths, write_edits
 from .landscape import (
     GRID,
     Grid,
@@ -44,6 +45,8 @@ from .landscape import (
 from .session import ExactComparison, Frame
 
 Update = dict[str, Any]  # {"traces": {trace id: properties}, "layout": {...}, "notes": {name: text}}
+# (properties as nested dicts, never plotly's magic underscores: `figure_edits` flattens them into
+# the attribute paths that plotly's Python figures and plotly.js both take)
 ACCEPTED, REJECTED, MODEL, REAL = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
 X_MAX = 1.3  # the line-search view shows step fractions 0 … 1.3
 KL_AXIS = 2.5  # … and KL̄ from 0 to 2.5 δ (a KL that shoots past that leaves through the top)
@@ -62,18 +65,23 @@ def trace(fig: go.Figure, key: str):
     raise KeyError(f"no trace {key!r}; traces are: {[(t.meta, t.name) for t in fig.data]}")
 
 
+def figure_edits(fig: go.Figure, update: Update) -> Edits:
+    """`update` as edits of `fig` by plotly.js attribute path: traces by index (found by their
+    stable id), nested dicts flattened ("title.text"), notes as the texts of the annotations of
+    that name ("annotations.2.text", as plotly writes it)."""
+    index = {t.meta: i for i, t in enumerate(fig.data)}  # traces are updated by their stable id
+    traces = {index[key]: flat_paths(props) for key, props in update.get("traces", {}).items()}
+    layout = flat_paths(update.get("layout", {}))
+    if update.get("notes"):
+        names = {note.name: k for k, note in enumerate(fig.layout.annotations)}
+        for name, text in update["notes"].items():
+            layout[f"annotations.{names[name]}.text"] = text
+    return traces, layout
+
+
 def apply_update(fig: go.Figure, update: Update) -> go.Figure:
     """Write an update dict into `fig` (a `go.Figure` or a `FigureWidget`) as one batch."""
-    index = {t.meta: i for i, t in enumerate(fig.data)}  # traces are updated by their stable id
-    with fig.batch_update():
-        for key, props in update.get("traces", {}).items():
-            fig.data[index[key]].update(props)
-        if update.get("layout"):
-            fig.layout.update(update["layout"])
-        for name, text in update.get("notes", {}).items():
-            for note in fig.layout.annotations:
-                if note.name == name:
-                    note.text = text
+    write_edits(fig, figure_edits(fig, update))
     return fig
 
 
@@ -254,7 +262,7 @@ def trust_region_update(report: StepReport, plane: Plane | None = None, grid: Gr
                       "no step accepted: θ stays at θ_old"}
     for key, (x, y) in where.items():
         traces[f"trust_region:{key}"] = dict(x=[x], y=[y], text=[label[key]])
-    traces["trust_region:accepted_step"]["marker_color"] = ACCEPTED if report.accepted else REJECTED
+    traces["trust_region:accepted_step"]["marker"] = {"color": ACCEPTED if report.accepted else REJECTED}
     second = "gradient" if plane is None else plane.second
     title = f"Trust-region slice · δ = {delta:.3g}, λ = {damping:.3g}"
     return {"traces": traces, "layout": {
@@ -429,8 +437,8 @@ def summary_update(report: StepReport) -> Update:
     predicted_at = report.step_fraction * report.predicted_improvement if report.accepted else 0.0
     return {"traces": {
         "summary:improvement": dict(y=[report.predicted_improvement, predicted_at, report.surrogate_gain],
-                            marker_color=[MODEL, MODEL, color]),
-        "summary:final_kl": dict(y=[report.kl], marker_color=[color]),
+                            marker={"color": [MODEL, MODEL, color]}),
+        "summary:final_kl": dict(y=[report.kl], marker={"color": [color]}),
         "summary:delta": dict(y=[delta]),
     }, "layout": {"title": {"text": f"Summary: {verdict(report)}"},
                   "yaxis2": {"range": [0, 1.25 * max(delta, report.kl)]}}}
