@@ -236,7 +236,7 @@ def press_series(nb: LabNotebook, rec: Recorder, key: str, presses: int, quiet: 
     for _ in range(presses):
         rec.clear()
         handle.press(arrow)
-        nb.wait_until(lambda: status_numbers(rec.status())[symbol] != before,
+        nb.wait_until(lambda before=before: status_numbers(rec.status())[symbol] != before,
                       f"the status line to show the new {key}", 60, poll=0.05)
         s = rec.wait_quiet(quiet)
         keydowns = [i["t"] for i in s["inputs"] if i["type"] == "keydown"]

@@ -263,7 +263,8 @@ def test_the_page_gets_text_then_every_figure_before_python_validates_the_edits(
 
     events: list[str] = []
     for name, fig in explorer.figures.items():
-        monkeypatch.setattr(fig, "send", lambda content, buffers=None, name=name: events.append(f"send {name}"))
+        monkeypatch.setattr(fig, "send",
+                            lambda content, buffers=None, name=name: events.append(f"send {name}"))
     explorer.status.observe(lambda change: events.append("status"), names="value")
     explorer.table.observe(lambda change: events.append("table"), names="value")
     write = app.write_edits
@@ -276,3 +277,22 @@ def test_the_page_gets_text_then_every_figure_before_python_validates_the_edits(
     assert max(events.index(s) for s in sends) < first_validate
     assert events.count("validate") == len(explorer.figures)
     assert list(trace(explorer.figures["line_search"], "δ").y) == [explorer.report.settings.max_kl] * 2
+
+
+def test_sliders_are_built_from_the_settings_metadata(explorer):
+    """Each slider's label, range, step and scale is its setting's (trpo_lab.settings), spelled once."""
+    from trpo_lab.settings import slider_widget, step_fields
+
+    for key, slider in explorer.sliders.items():
+        if key == "snapshot":
+            continue
+        spec = step_fields()[key]
+        lo, hi = spec.slider
+        assert slider.description == spec.label and slider.step == spec.step
+        if spec.log:
+            assert (slider.base, slider.min, slider.max) == (10, pytest.approx(np.log10(lo)),
+                                                             pytest.approx(np.log10(hi)))
+        else:
+            assert (slider.min, slider.max) == (lo, hi)
+    with pytest.raises(ValueError, match="accept_rule"):
+        slider_widget("accept_rule", "strict")

@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Setting:
     """What one field means and allows. `check(value)` is True when the value is allowed;
-    `slider` is the explorer's range (None: no slider), `log` its scale."""
+    `slider` is the explorer's range (None: no slider), `log` its scale, `step` the distance
+    between two of its positions (for a log slider: in decades)."""
 
     doc: str
     allowed: str
@@ -34,6 +35,7 @@ class Setting:
     label: str = ""
     slider: tuple[float, float] | None = None
     log: bool = False
+    step: float | None = None
     rules: tuple[str, ...] = UPDATE_RULES  # the update rules that read this setting
 
 
@@ -78,24 +80,24 @@ class StepSettings:
     max_kl: float = setting(
         0.01, "Trust-region radius δ: the mean KL(π_old ‖ π_new) an accepted step may not exceed.",
         "must be a finite number > 0", _number(0.0, lo_open=True), label="δ (max KL)",
-        slider=(1e-4, 1e-1), log=True, rules=_TR)
+        slider=(1e-4, 1e-1), log=True, step=0.05, rules=_TR)
     damping: float = setting(
         0.1, "CG damping λ: conjugate gradient solves (F + λ·I) s = g; the model KL is ½xᵀ(F + λI)x.",
         "must be a finite number ≥ 0", _number(0.0), label="damping λ", slider=(1e-4, 1.0), log=True,
-        rules=_TR)
+        step=0.05, rules=_TR)
     cg_iters: int = setting(
         10, "Conjugate-gradient iterations for (F + λI) s = g.", "must be an integer ≥ 1", _integer(1),
-        label="CG iterations", slider=(1, 50), rules=_CG)
+        label="CG iterations", slider=(1, 50), step=1, rules=_CG)
     cg_tol: float = setting(
         1e-10, "CG stops early once ‖r‖² < cg_tol·‖g‖² (a residual relative to the gradient).",
         "must be a finite number > 0", _number(0.0, lo_open=True), rules=_CG)
     backtrack_coef: float = setting(
         0.8, "Line search shrinks the step by this factor per rejected trial.", "must lie in (0, 1)",
         _number(0.0, 1.0, lo_open=True, hi_open=True), label="backtrack coef", slider=(0.3, 0.95),
-        rules=_LS)
+        step=0.01, rules=_LS)
     backtrack_iters: int = setting(
         10, "Line-search trials before the step is rejected (parameters then stay unchanged).",
-        "must be an integer ≥ 1", _integer(1), label="max backtracks", slider=(1, 30), rules=_LS)
+        "must be an integer ≥ 1", _integer(1), label="max backtracks", slider=(1, 30), step=1, rules=_LS)
     accept_rule: str = setting(
         "strict", "Line-search acceptance: 'strict' (KL ≤ δ and L improves: the paper's Appendix C), "
         "'improvement-ratio' (L improves by ≥ accept_ratio of the linear model's prediction, KL "
@@ -121,7 +123,8 @@ class StepSettings:
         "must be 'mean' or 'max'", _choice("mean", "max"), label="KL constraint", rules=_LS)
     ppo_clip: float = setting(
         0.2, "PPO clip ε: the ratio π_θ/π_old is clipped to [1 − ε, 1 + ε].", "must lie in (0, 1)",
-        _number(0.0, 1.0, lo_open=True, hi_open=True), label="clip ε", slider=(0.05, 0.5), rules=_PPO)
+        _number(0.0, 1.0, lo_open=True, hi_open=True), label="clip ε", slider=(0.05, 0.5), step=0.01,
+        rules=_PPO)
     ppo_epochs: int = setting(
         10, "PPO passes over the batch per update.", "must be an integer ≥ 1", _integer(1),
         label="PPO epochs", rules=_PPO)
@@ -177,3 +180,23 @@ def slider_ranges(rule: str | None = None) -> dict[str, tuple[float, float]]:
         raise ConfigError(f"rule = {rule!r} is not allowed: must be one of {UPDATE_RULES}")
     return {name: s.slider for name, s in step_fields().items()
             if s.slider is not None and (rule is None or rule in s.rules)}
+
+
+def slider_widget(name: str, value: float, **kwargs: Any) -> Any:
+    """An ipywidgets slider for the setting `name`, with the label, range, step and scale of its
+    metadata (a log slider's own readout shows the grid point; apps may show the exact value
+    beside it). `kwargs` go to the widget (style, layout, continuous_update, ...)."""
+    spec = step_fields().get(name)
+    if spec is None or spec.slider is None or spec.step is None:
+        raise ConfigError(f"name = {name!r} is not allowed: must be a setting with a slider, one of "
+                          f"{sorted(slider_ranges())}")
+    import ipywidgets as W
+
+    lo, hi = spec.slider
+    common = dict(value=value, description=spec.label, step=spec.step, **kwargs)
+    if spec.log:
+        return W.FloatLogSlider(base=10, min=math.log10(lo), max=math.log10(hi), readout_format=".2e",
+                                **common)
+    if isinstance(lo, int):
+        return W.IntSlider(min=lo, max=hi, **common)
+    return W.FloatSlider(min=lo, max=hi, readout_format=".2f", **common)

@@ -16,7 +16,7 @@ import math
 import time
 from typing import Any
 
-from ..settings import step_fields
+from ..settings import slider_widget, step_fields
 from ..widgets import (  # noqa: F401  (re-exported: notebooks import them from here)
     SHARED_BUNDLE_ESM,
     announce,
@@ -64,9 +64,10 @@ def _same_position(slider, a: float, b: float) -> bool:
 
 
 class Explorer:
-    """Replay one TRPO update with live sliders: δ (1e-4…1e-1, log), damping (1e-4…1, log), CG
-    iterations (1…50), backtrack coefficient (0.3…0.95), max backtracks (1…30) and a snapshot
-    picker. Display it in a notebook cell; `set(...)` moves several sliders with one update.
+    """Replay one TRPO update with live sliders: one per step setting the TRPO rule reads that has
+    a slider in `trpo_lab.settings` (δ, damping, CG iterations, backtrack coefficient, max
+    backtracks: ranges, steps and labels from there) and a snapshot picker. Display it in a
+    notebook cell; `set(...)` moves several sliders with one update.
 
     `torch_threads` sets torch's intra-op threads (as `Trainer` does; None leaves them alone): one
     thread is what the latency benchmark measures, and two threads thrash on a busy 2-core machine.
@@ -97,24 +98,16 @@ class Explorer:
         style = {"description_width": "120px"}
         layout = W.Layout(width="420px")
         common = dict(continuous_update=True, style=style, layout=layout)
-        self.sliders: dict[str, Any] = {
-            "max_kl": W.FloatLogSlider(value=settings.max_kl, base=10, min=-4, max=-1, step=0.05,
-                                       readout_format=".2e", **common),
-            "damping": W.FloatLogSlider(value=settings.damping, base=10, min=-4, max=0, step=0.05,
-                                        readout_format=".2e", **common),
-            "cg_iters": W.IntSlider(value=settings.cg_iters, min=1, max=50, **common),
-            "backtrack_coef": W.FloatSlider(value=settings.backtrack_coef, min=0.3, max=0.95,
-                                            step=0.01, **common),
-            "backtrack_iters": W.IntSlider(value=settings.backtrack_iters, min=1, max=30, **common),
-            "snapshot": W.Dropdown(options=self.session.names, value=name, style=style,
-                                   layout=layout),
-        }
+        # each slider's label, range, step and scale come from its setting (trpo_lab.settings)
+        self.sliders: dict[str, Any] = {key: slider_widget(key, getattr(settings, key), **common)
+                                        for key in RANGES}
+        self.sliders["snapshot"] = W.Dropdown(options=self.session.names, value=name,
+                                              description=LABELS["snapshot"], style=style, layout=layout)
         # Values set from Python (the training run's δ = 0.02, say) need not lie on a slider's grid;
         # the browser snaps the handle to its grid and sends the snapped value back. A value on the
         # same slider position as the one set from Python means that value (see `settings`).
         self._exact: dict[str, float] = {k: getattr(settings, k) for k in RANGES}
         for key, widget in self.sliders.items():
-            widget.description = LABELS[key]
             widget.add_class(f"trpo-explorer-{key}")
         # A log slider's own readout shows the grid point the browser snapped the handle to (a
         # training run's δ = 0.03 would read 3.16e-2); these readouts show the value the update uses.

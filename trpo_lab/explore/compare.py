@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..settings import UPDATE_RULES, ConfigError, StepSettings, step_fields
+from ..settings import UPDATE_RULES, ConfigError, StepSettings, slider_widget, step_fields
 from ..trust_region import StepCache, StepReport, per_state_kl, timed_update_step
 from .landscape import Plane, model_ellipse, slice_plane
 
@@ -200,19 +200,6 @@ def compare_figures(comparison: Comparison) -> dict[str, go.Figure]:
 # ───────────────────────────── the widget (wiring only) ─────────────────────────────
 
 SLIDERS = ("max_kl", "damping", "ppo_clip")
-SLIDER_STEPS = 60  # positions along each slider's track (log sliders: in log10 of the value)
-
-
-def _slider(W, key: str, value: float, style: dict):
-    """A slider for one setting, with the label, range and scale its `StepSettings` metadata gives."""
-    spec = step_fields()[key]
-    lo, hi = spec.slider
-    if spec.log:
-        lo, hi = math.log10(lo), math.log10(hi)
-        return W.FloatLogSlider(value=value, base=10, min=lo, max=hi, step=(hi - lo) / SLIDER_STEPS,
-                                readout_format=".2e", description=spec.label, style=style)
-    return W.FloatSlider(value=value, min=lo, max=hi, step=(hi - lo) / SLIDER_STEPS, readout_format=".3f",
-                         description=spec.label, style=style)
 
 
 class RuleComparison:
@@ -234,7 +221,7 @@ class RuleComparison:
         self.base = settings.step_settings()
         self.comparison = compare_rules(self.problem, self.base, self.rules, self.memo)
         style = {"description_width": "110px"}
-        self.sliders = {key: _slider(W, key, getattr(self.base, key), style) for key in SLIDERS}
+        self.sliders = {key: slider_widget(key, getattr(self.base, key), style=style) for key in SLIDERS}
         for key, slider in self.sliders.items():
             slider.add_class(f"trpo-compare-{key}")
             slider.observe(self._on_change, names="value")
