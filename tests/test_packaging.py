@@ -49,3 +49,25 @@ def test_the_ray_extra_is_declared_and_installed_for_the_tests():
     assert any(d.startswith("ray[tune]") for d in project["optional-dependencies"]["ray"])
     requirements = requirement_lines((ROOT / "requirements.txt").read_text())
     assert any(line.startswith("ray[tune]") for line in requirements)
+
+
+def test_the_package_loads_its_names_on_first_use():
+    """`import trpo_lab` and its light modules do not import torch (a notebook sends plotly's widget
+    code to the page before the kernel imports torch); every exported name resolves; `train` is the
+    function even after the submodule `trpo_lab.train` is imported; an unknown name raises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trpo_lab, trpo_lab.widgets, trpo_lab.settings\n"
+        "assert 'torch' not in sys.modules, 'import trpo_lab imported torch'\n"
+        "import trpo_lab.checkpoint\n"  # imports the module trpo_lab.train
+        "from trpo_lab import train\n"
+        "assert callable(train) and train.__module__ == 'trpo_lab.train' and trpo_lab.train is train\n"
+        "missing = [n for n in trpo_lab.__all__ if getattr(trpo_lab, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "assert set(trpo_lab.__all__) <= set(dir(trpo_lab))\n"
+        "try:\n    trpo_lab.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+        "else:\n    raise AssertionError('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
