@@ -296,3 +296,31 @@ def test_sliders_are_built_from_the_settings_metadata(explorer):
             assert (slider.min, slider.max) == (lo, hi)
     with pytest.raises(ValueError, match="accept_rule"):
         slider_widget("accept_rule", "strict")
+
+
+def test_figures_needing_new_forward_passes_follow_the_others(explorer, monkeypatch):
+    """Damping moves the direction: the CG and summary figures reach the page before the kernel
+    evaluates the new curve and slice grid, the line search and slice right after; the frame ends up
+    complete and equal to computing it in one go."""
+    from trpo_lab.explore.session import ExplorerSession
+
+    events: list[str] = []
+    for name, fig in explorer.figures.items():
+        monkeypatch.setattr(fig, "send", lambda content, buffers=None, name=name: events.append(name))
+    complete = explorer.session.complete
+    monkeypatch.setattr(explorer.session, "complete",
+                        lambda frame: (events.append("complete"), complete(frame))[1])
+    explorer.sliders["damping"].value = 0.02
+    k = events.index("complete")
+    assert sorted(events[:k]) == ["cg", "summary"], events
+    assert sorted(events[k + 1:]) == ["line_search", "trust_region"], events
+    frame = explorer.frame
+    assert frame.pending == () and frame.curve is not None and frame.grid is not None
+    fresh = ExplorerSession(explorer.session.snapshots, explorer.session.grid_size).compute(
+        frame.snapshot, frame.settings)
+    np.testing.assert_array_equal(frame.grid.gain, fresh.grid.gain)
+    np.testing.assert_array_equal(frame.curve.kl, fresh.curve.kl)
+    # δ within its half decade: the curve and the grid are cached, every figure goes out at once
+    events.clear()
+    explorer.sliders["max_kl"].value = 0.009
+    assert "complete" not in events and sorted(events) == ["line_search", "summary", "trust_region"]

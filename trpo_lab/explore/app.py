@@ -3,7 +3,8 @@ updated in place.
 
 Wiring only: every slider observes its `"value"` trait and calls `Explorer.update`, which asks the
 `ExplorerSession` for a new `Frame` (it re-runs `trpo_step` with a `StepCache` and recomputes only
-what the change needs) and writes the views' update dicts into the figures inside `batch_update`.
+what the change needs) and sends the views' update dicts to the figures (see `Explorer.update` for
+the order in which the page gets them).
 δ and the line-search sliders leave the CG view alone (the caption above it names the δ and line
 search its direction serves); damping, CG iterations and the snapshot redraw all four. The numbers
 of the step are an HTML table beside the summary's bars (`Explorer.table`). `Explorer.sliders` and
@@ -200,29 +201,38 @@ class Explorer:
         return self.update()
 
     def update(self) -> Frame:
-        """Re-run `trpo_step` for the sliders' values and update the figures that change."""
+        """Re-run `trpo_step` for the sliders' values and update the figures that change.
+
+        What the page waits for goes first: the text, then each figure's edits as one message
+        (`announce`). The figures whose data needs new forward passes over the batch (the curve along
+        the step, the slice grid) follow once the kernel has computed them, while the page draws the
+        others; last, plotly validates every edit in Python (`write_edits`, which sends nothing new).
+        """
         start = time.perf_counter()
         before, work = self.frame, dict(self.session.work)
         try:
-            frame = self.session.compute(self.sliders["snapshot"].value, self.settings)
+            frame = self.session.compute(self.sliders["snapshot"].value, self.settings, landscape=False)
         except Exception as e:  # shown in the page, then raised (ipywidgets logs it)
             self.status.value = f"<b style='color:#d62728'>error:</b> {e}"
             raise
         same_direction = (frame.snapshot == before.snapshot and
                           frame.settings.direction_key == before.settings.direction_key)
         views = FIXED_DIRECTION if same_direction else tuple(self.figures)
+        later = tuple(v for v in views if v in frame.pending)
         edits = {key: figure_edits(self.figures[key], update)
-                 for key, update in frame_updates(frame, views).items()}
+                 for key, update in frame_updates(frame, tuple(v for v in views if v not in later)).items()}
         self.frame = frame
-        # What the page waits for goes first: the text, then each figure's edits as one message
-        # (`announce`); plotly's validation of the same edits in Python (`write_edits`, which then
-        # sends nothing new) runs while the page draws.
         self.status.value = self._status_html()
         self.table.value = summary_table_html(frame.report)
         self.cg_caption.value = cg_caption(frame.report)
         self._show_readouts()
         for key, edit in edits.items():
             announce(self.figures[key], edit)
+        if later:
+            self.frame = frame = self.session.complete(frame)
+            for key, update in frame_updates(frame, later).items():
+                edits[key] = figure_edits(self.figures[key], update)
+                announce(self.figures[key], edits[key])
         for key, edit in edits.items():
             write_edits(self.figures[key], edit)
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -102,6 +102,15 @@ class Frame:
     exact: ExactComparison | None
     exact_note: str  # why there is no exact comparison, or ""
 
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """The views whose data `ExplorerSession.compute(..., landscape=False)` left for
+        `ExplorerSession.complete`: the line search without its curve, the slice without its grid."""
+        if self.plane is None:  # no step direction: nothing to compute, the views say why
+            return ()
+        return (("line_search",) if self.curve is None else ()) + (
+            ("trust_region",) if self.grid is None else ())
+
 
 class _SnapshotState:
     def __init__(self, snapshot: Snapshot):
@@ -166,9 +175,11 @@ class ExplorerSession:
         self.work["cg_solve"] += len(st.cache.solves) - solves
         return report
 
-    def compute(self, name: str, settings: Settings) -> Frame:
+    def compute(self, name: str, settings: Settings, landscape: bool = True) -> Frame:
         """Run the TRPO rule with the settings (`update_step`, the function training calls) and gather
-        the views."""
+        the views. With `landscape=False` the real surrogate and KL̄ along the step and on the slice
+        (25 + 63 forward passes over the batch) are taken only if already computed; `complete`
+        computes the rest (the explorer draws the other views in the meantime)."""
         st = self.state(name)
         report = self.report(name, settings)
         if report.direction is None or not math.isfinite(report.sAs) or report.sAs <= 0:
@@ -177,22 +188,30 @@ class ExplorerSession:
         key = settings.direction_key
         s = report.direction
         sFs = report.sAs - settings.damping * float(s @ s)
-        scale = view_scale(settings.max_kl)
-        if (key, scale) not in st.curves:
-            self.work["curve"] += 1
-            t = curve_coefficients(report.sAs, scale, self.curve_points)
-            _remember(st.curves, (key, scale), step_curve(st.problem, s, t))
         if key not in st.planes:
             self.work["plane"] += 1
             _remember(st.planes, key, slice_plane(s, report.grad, st.cache.fisher(settings.fisher),
                                                        settings.damping))
-        plane = st.planes[key]
+        scale = view_scale(settings.max_kl)
+        exact, note = self._exact(st, report, settings)
+        frame = Frame(name, settings, report, sFs, st.curves.get((key, scale)), st.planes[key],
+                      st.grids.get((key, scale)), exact, note)
+        return self.complete(frame) if landscape else frame
+
+    def complete(self, frame: Frame) -> Frame:
+        """`frame` with its curve and slice grid (computed now if not computed before)."""
+        if not frame.pending:
+            return frame
+        st, settings, s = self.state(frame.snapshot), frame.settings, frame.report.direction
+        key, scale = settings.direction_key, view_scale(settings.max_kl)
+        if (key, scale) not in st.curves:
+            self.work["curve"] += 1
+            t = curve_coefficients(frame.report.sAs, scale, self.curve_points)
+            _remember(st.curves, (key, scale), step_curve(st.problem, s, t))
         if (key, scale) not in st.grids:
             self.work["grid"] += 1
-            _remember(st.grids, (key, scale), slice_grid(st.problem, plane, scale, self.grid_size))
-        exact, note = self._exact(st, report, settings)
-        return Frame(name, settings, report, sFs, st.curves[(key, scale)], plane, st.grids[(key, scale)],
-                     exact, note)
+            _remember(st.grids, (key, scale), slice_grid(st.problem, frame.plane, scale, self.grid_size))
+        return replace(frame, curve=st.curves[(key, scale)], grid=st.grids[(key, scale)])
 
     def _exact(self, st: _SnapshotState, report: StepReport, settings: Settings
                ) -> tuple[ExactComparison | None, str]:
