@@ -198,20 +198,22 @@ class Explorer:
                     self._exact[key] = value
         finally:
             self._holding = False
-        return self.update()
+        return self.update(staged=False)
 
-    def update(self) -> Frame:
+    def update(self, staged: bool = True) -> Frame:
         """Re-run `trpo_step` for the sliders' values and update the figures that change.
 
         What the page waits for goes first: the text, then each figure's edits as one message
-        (`announce`). The figures whose data needs new forward passes over the batch (the curve along
-        the step, the slice grid) follow once the kernel has computed them, while the page draws the
-        others; last, plotly validates every edit in Python (`write_edits`, which sends nothing new).
+        (`announce`). `staged` (a slider moved in the page): the figures whose data needs new forward
+        passes over the batch (the curve along the step, the slice grid) follow once the kernel has
+        computed them, while the page draws the others. Last, plotly validates every edit in Python
+        (`write_edits`, which sends nothing new). `set` (from Python, e.g. a notebook cell running
+        several moves in a row) sends every figure in one go: one redraw per figure and move.
         """
         start = time.perf_counter()
         before, work = self.frame, dict(self.session.work)
         try:
-            frame = self.session.compute(self.sliders["snapshot"].value, self.settings, landscape=False)
+            frame = self.session.compute(self.sliders["snapshot"].value, self.settings, landscape=not staged)
         except Exception as e:  # shown in the page, then raised (ipywidgets logs it)
             self.status.value = f"<b style='color:#d62728'>error:</b> {e}"
             raise
