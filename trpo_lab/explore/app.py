@@ -17,7 +17,7 @@ import math
 import time
 from typing import Any
 
-from ..settings import slider_widget, step_fields
+from ..settings import slider_widget
 from ..widgets import (  # noqa: F401  (re-exported: notebooks import them from here)
     SHARED_BUNDLE_ESM,
     announce,
@@ -40,9 +40,6 @@ from .views import (
     verdict,
 )
 
-# each slider's label is its setting's (trpo_lab.settings); the snapshot picker is the explorer's own
-LABELS = {name: spec.label for name, spec in step_fields().items() if name in RANGES}
-LABELS["snapshot"] = "snapshot"
 FIXED_DIRECTION = ("line_search", "trust_region", "summary")  # views δ & line-search sliders change
 
 
@@ -103,7 +100,7 @@ class Explorer:
         self.sliders: dict[str, Any] = {key: slider_widget(key, getattr(settings, key), **common)
                                         for key in RANGES}
         self.sliders["snapshot"] = W.Dropdown(options=self.session.names, value=name,
-                                              description=LABELS["snapshot"], style=style, layout=layout)
+                                              description="snapshot", style=style, layout=layout)
         # Values set from Python (the training run's δ = 0.02, say) need not lie on a slider's grid;
         # the browser snaps the handle to its grid and sends the snapped value back. A value on the
         # same slider position as the one set from Python means that value (see `settings`).
