@@ -62,7 +62,16 @@ def mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class GaussianPolicy(nn.Module):
+class _PolicyNet(nn.Module):
+    """What every policy here shares: `forward(obs)` gives the distribution's parameters, and
+    `distribution(params)` (each class's own) turns them into π_θ(·|s)."""
+
+    def dist(self, obs: Tensor) -> Distribution:
+        """π_θ(·|s) for a batch of observations."""
+        return self.distribution(self(obs))  # type: ignore[attr-defined]
+
+
+class GaussianPolicy(_PolicyNet):
     """π_θ(a|s) = 𝒩(μ_θ(s), diag(σ²)) with a state-independent log σ (Box actions)."""
 
     def __init__(self, spec: PolicySpec):
@@ -81,9 +90,6 @@ class GaussianPolicy(nn.Module):
         mean, log_std = params
         return Independent(Normal(mean, log_std.exp(), validate_args=False), 1, validate_args=False)
 
-    def dist(self, obs: Tensor) -> Distribution:
-        return self.distribution(self(obs))
-
     @torch.no_grad()
     def sample(self, obs: Tensor, generator: torch.Generator | None = None,
                deterministic: bool = False) -> Tensor:
@@ -95,7 +101,7 @@ class GaussianPolicy(nn.Module):
         return mean + self.log_std.exp() * noise
 
 
-class CategoricalPolicy(nn.Module):
+class CategoricalPolicy(_PolicyNet):
     """π_θ(a|s) = softmax(logits_θ(s))_a (Discrete actions)."""
 
     def __init__(self, spec: PolicySpec):
@@ -110,9 +116,6 @@ class CategoricalPolicy(nn.Module):
     @staticmethod
     def distribution(params: tuple[Tensor, ...]) -> Distribution:
         return Categorical(logits=params[0], validate_args=False)
-
-    def dist(self, obs: Tensor) -> Distribution:
-        return self.distribution(self(obs))
 
     @torch.no_grad()
     def sample(self, obs: Tensor, generator: torch.Generator | None = None,
@@ -166,7 +169,7 @@ def _kl_multi_categorical(p: MultiCategorical, q: MultiCategorical) -> Tensor:
     return torch.stack([kl_divergence(a, b) for a, b in zip(p.components, q.components)], -1).sum(-1)
 
 
-class MultiCategoricalPolicy(nn.Module):
+class MultiCategoricalPolicy(_PolicyNet):
     """π_θ(a|s) = Π_k softmax(logits_θ,k(s))_{a_k} (MultiDiscrete actions): one MLP whose output is
     the concatenated logits of every component."""
 
@@ -184,9 +187,6 @@ class MultiCategoricalPolicy(nn.Module):
 
     def distribution(self, params: tuple[Tensor, ...]) -> Distribution:
         return MultiCategorical(params[0], self.spec.nvec)
-
-    def dist(self, obs: Tensor) -> Distribution:
-        return self.distribution(self(obs))
 
     @torch.no_grad()
     def sample(self, obs: Tensor, generator: torch.Generator | None = None,
