@@ -10,7 +10,8 @@ literals), e.g.
     .venv/bin/python benchmarks/preset_seeds.py Pendulum-v1 --seeds 0 1 2   # compare.py's seeds
 
 Prints per variant: mean, median, worst seed, how many seeds end below `--fail-below`, and the
-per-seed returns; writes results/preset_seeds_<env>.json.
+per-seed returns, and each variant's median wall-clock per run; writes
+results/preset_seeds_<env>[_<tag>].json.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, fields
 
 
-def one_run(args: tuple[str, int, int, dict]) -> float:
+def one_run(args: tuple[str, int, int, dict]) -> tuple[float, float, float]:
+    """(mean evaluation return, wall-clock s, of which value fitting s) of one training run."""
     env_id, seed, steps, overrides = args
     one_thread()
     from worker import run_trpo_lab
 
-    return float(sum(run_trpo_lab(env_id, seed, steps, **overrides)["returns"]) / 10)
+    run = run_trpo_lab(env_id, seed, steps, **overrides)
+    return float(sum(run["returns"]) / 10), run["wall_s"], run["value_fit_s"]
 
 
 def main() -> None:
@@ -55,22 +58,28 @@ def main() -> None:
     parser.add_argument("--no-preset", action="store_true", help="only the variants")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--fail-below", type=float, default=-200.0)
+    parser.add_argument("--tag", default="", help="suffix of the JSON file's name")
     args = parser.parse_args()
     variants = ([] if args.no_preset else [("preset", {})]) + [parse_variant(v) for v in args.variant]
     jobs = [(args.env, s, args.steps, fields) for _, fields in variants for s in args.seeds]
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        returns = pool.map(one_run, jobs, chunksize=1)
+        results = pool.map(one_run, jobs, chunksize=1)
     rows = []
     for k, (name, fields) in enumerate(variants):
-        mine = returns[k * len(args.seeds):(k + 1) * len(args.seeds)]
+        runs = results[k * len(args.seeds):(k + 1) * len(args.seeds)]
+        mine = [r for r, _, _ in runs]
         rows.append(dict(variant=name, overrides=fields, seeds=args.seeds, returns=mine,
                          mean=statistics.fmean(mine), median=statistics.median(mine), worst=min(mine),
-                         below=sum(r < args.fail_below for r in mine)))
+                         below=sum(r < args.fail_below for r in mine),
+                         wall_s=[w for _, w, _ in runs], value_fit_s=[v for _, _, v in runs]))
         print(f"{name:>14}  mean {rows[-1]['mean']:8.1f}  median {rows[-1]['median']:8.1f}  worst "
               f"{rows[-1]['worst']:8.1f}  below {args.fail_below:g}: {rows[-1]['below']}/{len(mine)}  "
               f"{fields}")
+        print(f"{'':>14}  per run: median wall-clock {statistics.median(rows[-1]['wall_s']):.1f} s, "
+              f"of which value fit {statistics.median(rows[-1]['value_fit_s']):.1f} s "
+              f"(compare wall-clocks only between runs of one invocation)")
         print("                " + " ".join(f"{r:.0f}" for r in mine))
-    out = RESULTS / f"preset_seeds_{args.env}.json"
+    out = RESULTS / f"preset_seeds_{args.env}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(dict(machine=machine(), steps=args.steps, rows=rows), indent=1))
     print(f"wrote {out}")
 

@@ -60,7 +60,11 @@ class TRPOConfig(StepSettings):
     vf_lr: float = 1e-3
     """Value-fitting learning rate (Adam) or initial step length (L-BFGS)."""
     vf_epochs: int = 5
-    """Passes over the batch per value fit (Adam), or full-batch L-BFGS calls of up to 20 iterations."""
+    """Passes over the batch per value fit (Adam), or full-batch L-BFGS calls (each of up to
+    vf_lbfgs_iters iterations)."""
+    vf_lbfgs_iters: int = 20
+    """L-BFGS: iterations per call (each evaluates the full-batch loss about once or twice, under a
+    strong-Wolfe line search); Adam ignores it."""
     vf_minibatch_size: int = 64
     """Minibatch size of the Adam value fit."""
     normalize_obs: bool = False
@@ -109,7 +113,7 @@ class TRPOConfig(StepSettings):
             raise _bad("env_id", self.env_id, "must name a gymnasium environment")
         if self.seed < 0:
             raise _bad("seed", self.seed, "must be ≥ 0")
-        for name in ("total_steps", "num_envs", "batch_steps", "vf_epochs",
+        for name in ("total_steps", "num_envs", "batch_steps", "vf_epochs", "vf_lbfgs_iters",
                      "vf_minibatch_size", "torch_threads"):
             if getattr(self, name) < 1:
                 raise _bad(name, getattr(self, name), "must be ≥ 1")

@@ -12,7 +12,8 @@ what it replaces, whether it gives the same numbers bitwise or to float rounding
 - `Adam` replaces `torch.optim.Adam` on CPU: bitwise (`test_value_adam_step_is_bitwise_torch_adam`);
 - `mse_and_grads`, `mlp_mse_and_grads` replace autograd of the value MSE: equal to float rounding
   (`test_written_out_value_gradients_are_autograds`,
-  `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd`);
+  `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd`,
+  `test_lbfgs_value_fit_with_written_out_gradients_follows_torch_lbfgs_with_autograd`);
 - `mean_and_var`, `clip` replace `x.mean(0)`, `x.var(0)`, `np.clip`: bitwise
   (`test_normaliser_statistics_are_numpys_mean_and_var_bitwise`,
   `test_fast_numpy_helpers_are_numpys_bitwise`).

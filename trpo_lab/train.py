@@ -73,7 +73,8 @@ class Trainer:
                                config.hidden_sizes, config.activation, config.init_log_std)
         self.policy: Policy = build_policy(spec)
         self.value = ValueFunction(spec.obs_dim, config.vf_hidden_sizes, config.activation)
-        self.value_optimizer = make_value_optimizer(self.value, config.vf_optimizer, config.vf_lr)
+        self.value_optimizer = make_value_optimizer(self.value, config.vf_optimizer, config.vf_lr,
+                                                    config.vf_lbfgs_iters)
         self.normalizer = RunningMeanStd((spec.obs_dim,), config.obs_clip) \
             if config.normalize_obs else None
         self.sampler = Sampler(self.envs, self.normalizer)

@@ -17,7 +17,8 @@ from torch import Tensor
 from .fast import Adam, mlp_layers, mlp_mse_and_grads
 from .policies import ValueFunction
 
-LBFGS_ITERS = 20  # L-BFGS iterations per `optimizer.step` call
+LBFGS_ITERS = 20
+"""Default L-BFGS iterations per `optimizer.step` call (`TRPOConfig.vf_lbfgs_iters`)."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,16 @@ def _check_loss(loss: float, when: str, targets: Tensor, predictions: Tensor, up
            f"after {updates} updates: the fit diverged; lower vf_lr or scale the rewards down"))
 
 
-def make_value_optimizer(value_fn: ValueFunction, method: str = "adam",
-                         lr: float = 1e-3) -> Adam | torch.optim.LBFGS:
-    """The optimiser `fit_value` expects: `Adam`, or L-BFGS with a strong-Wolfe line search."""
+def make_value_optimizer(value_fn: ValueFunction, method: str = "adam", lr: float = 1e-3,
+                         lbfgs_iters: int = LBFGS_ITERS) -> Adam | torch.optim.LBFGS:
+    """The optimiser `fit_value` expects: `Adam`, or L-BFGS with a strong-Wolfe line search and up
+    to `lbfgs_iters` iterations per call."""
     if method == "adam":
         return Adam(value_fn.parameters(), lr=lr)
     if method == "lbfgs":
-        return torch.optim.LBFGS(value_fn.parameters(), lr=lr, max_iter=LBFGS_ITERS, history_size=10,
+        if isinstance(lbfgs_iters, bool) or not isinstance(lbfgs_iters, int) or lbfgs_iters < 1:
+            raise ValueError(f"lbfgs_iters = {lbfgs_iters!r} is not allowed: an integer ≥ 1")
+        return torch.optim.LBFGS(value_fn.parameters(), lr=lr, max_iter=lbfgs_iters, history_size=10,
                                  line_search_fn="strong_wolfe")
     raise ValueError(f"method = {method!r} is not allowed: 'adam' or 'lbfgs'")
 
@@ -88,8 +92,10 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
               optimizer: Adam | torch.optim.Optimizer, epochs: int = 5, minibatch_size: int = 64,
               generator: torch.Generator | None = None) -> ValueFitReport:
     """Fit V_φ to `targets` [B] at `obs` [B, obs_dim]: `epochs` passes of minibatch Adam, or
-    `epochs` full-batch L-BFGS calls (up to `LBFGS_ITERS` iterations each) when `optimizer` is
-    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls.
+    `epochs` full-batch L-BFGS calls (up to its `max_iter` iterations each) when `optimizer` is
+    L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls. When the optimiser
+    holds exactly `value_fn`'s parameters and the net is a plain MLP, the gradients come from
+    `fast.mlp_mse_and_grads` (backprop written out) instead of autograd.
 
     Raises `ValueFitError` when the loss is not finite, before fitting (targets so large that their
     squares overflow: rewards of 1e30 give targets of ~1e31; Adam's √v would be inf and every update
@@ -107,8 +113,19 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
     loss_before = float(((before - targets) ** 2).mean())
     _check_loss(loss_before, "before", targets, before, 0)
     n, updates = obs.shape[0], 0
+    params = list(value_fn.parameters())
     if isinstance(optimizer, torch.optim.LBFGS):
+        group = optimizer.param_groups[0]["params"]
+        own_params = len(optimizer.param_groups) == 1 and len(group) == len(params) and all(
+            p is q for p, q in zip(group, params))
+        layers = mlp_layers(value_fn) if own_params else None
+
         def closure() -> Tensor:
+            if layers is not None:  # backprop written out (`fast`); L-BFGS reads .grad
+                loss, grads = mlp_mse_and_grads(layers, obs, targets)
+                for p, grad in zip(params, grads):
+                    p.grad = grad
+                return loss
             optimizer.zero_grad()
             loss = ((value_fn(obs) - targets) ** 2).mean()
             loss.backward()
@@ -118,8 +135,8 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
             optimizer.step(closure)
             updates += 1
     elif isinstance(optimizer, Adam):
-        own_params = len(optimizer.params) == len(list(value_fn.parameters())) and all(
-            p is q for p, q in zip(optimizer.params, value_fn.parameters()))
+        own_params = len(optimizer.params) == len(params) and all(
+            p is q for p, q in zip(optimizer.params, params))
         layers = mlp_layers(value_fn) if own_params else None  # None: gradients by autograd
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
