@@ -7,9 +7,9 @@ notebook opened → explorer drawn and every cell done), then for each slider fo
 presses an arrow key (one slider step), `--presses` times with a pause between presses.
 
 A recorder in the page notes the time of every keydown / pointerup and of every change of what the
-four graph divs have drawn (Plotly's `gd.data` and `gd.layout`: trace values, titles, annotations,
+three graph divs have drawn (Plotly's `gd.data` and `gd.layout`: trace values, titles, annotations,
 axis ranges; looked at in the animation frame after each Plotly draw event) and of the explorer's HTML
-(status line, table of numbers, CG caption). One press's latency is from its keydown to the last
+(status line, summary table and bars, CG caption). One press's latency is from its keydown to the last
 frame in which anything changed, once the page is still again (kernel idle, nothing drawn for
 `--quiet` s). Each press is checked: the
 drawn figures must show the value in the explorer's status line (δ: the δ line of the line-search view;
@@ -51,7 +51,7 @@ from lab_server import CHROMIUM_ARGS, start_lab_server, stop_lab_server  # noqa:
 
 RESULTS = HERE / "results" / "browser_latency.json"
 EXPLORER = f"{NOTEBOOK} .trpo-explorer"
-VIEWS = ("line_search", "trust_region", "cg", "summary")
+VIEWS = ("line_search", "trust_region", "cg")
 SLIDERS = {  # explorer key → (slider label regex, status-line symbol)
     "max_kl": (r"^δ", "δ"),
     "damping": (r"^damping", "λ"),
@@ -110,16 +110,17 @@ RECORDER_JS = """(q) => {
                       'plotly_afterplot', 'plotly_redraw'])
       gd.on(ev, () => look(`${name} ${ev}`));
   }
-  for (const [name, sel] of Object.entries(q.texts)) {  // HTML widgets: status line, table, caption
+  for (const [name, sel] of Object.entries(q.texts)) {  // HTML widgets: status, summary, caption
     const el = document.querySelector(sel);
     if (!el) continue;
-    // textContent, not innerText: innerText forces a layout of the page, work a user's page never does
-    lat.last[name] = el.textContent;
+    // innerHTML (a bar's width is in its style), not innerText: innerText forces a layout of the
+    // page, work a user's page never does
+    lat.last[name] = el.innerHTML;
     new MutationObserver(() => requestAnimationFrame(() => {
       const t = performance.now();
-      if (el.textContent !== lat.last[name]) lat.changes.push({ view: name, t });
-      lat.last[name] = el.textContent;
-    })).observe(el, { subtree: true, childList: true, characterData: true });
+      if (el.innerHTML !== lat.last[name]) lat.changes.push({ view: name, t });
+      lat.last[name] = el.innerHTML;
+    })).observe(el, { subtree: true, childList: true, characterData: true, attributes: true });
   }
 }"""
 
@@ -308,7 +309,7 @@ def open_notebook(nb: LabNotebook, path: str) -> dict[str, float]:
         return (nb.slider(r"^δ", EXPLORER).count() == 1
                 and all(nb.rendered_plots(view_selector(v)) == 1 for v in VIEWS))
 
-    nb.wait_until(rendered, "the explorer's sliders and four figures", 120, poll=0.05)
+    nb.wait_until(rendered, "the explorer's sliders and three figures", 120, poll=0.05)
     nb.timeline.mark("explorer_rendered")
     nb.wait_all_executed(180)
     marks = dict(nb.timeline.marks)

@@ -1,4 +1,4 @@
-"""Explorer latency: from setting a slider's value to the four figures being updated.
+"""Explorer latency: from setting a slider's value to the three figures and the HTML being updated.
 
 Headless and on one torch thread: an `Explorer` on a 2,048-sample Pendulum-v1 snapshot with a 64×64
 Gaussian policy (4,482 parameters), Fisher-vector products on the whole batch (`--fvp-fraction 1`,
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     explorer = Explorer(snapshot)
     t2 = time.perf_counter()
-    comm = type(explorer.figures["summary"].comm).__name__
+    comm = type(explorer.figures["cg"].comm).__name__
 
     # warm-up (not timed): one change of each kind
     explorer.set(max_kl=0.012)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trpo_lab.explore import Explorer, Settings, make_snapshot
-from trpo_lab.explore.views import table_rows, trace
+from trpo_lab.explore.views import bar_values, summary_bars_html, summary_html, table_rows, trace
 
 SMALL = dict(hidden_sizes=(16, 16), batch_steps=512)
 
@@ -41,7 +41,7 @@ def summary(explorer) -> dict[str, str]:
 def test_explorer_exposes_its_wiring(explorer):
     assert set(explorer.sliders) == {"max_kl", "damping", "cg_iters", "backtrack_coef",
                                      "backtrack_iters", "snapshot"}
-    assert set(explorer.figures) == {"line_search", "trust_region", "cg", "summary"}
+    assert set(explorer.figures) == {"line_search", "trust_region", "cg"}
     for name, widget in explorer.sliders.items():  # each observes its "value" trait
         assert explorer._on_change in widget._trait_notifiers["value"]["change"], name
     s = explorer.sliders
@@ -56,6 +56,8 @@ def test_explorer_exposes_its_wiring(explorer):
         assert len(fig._esm) < 5_000 and "trpo_lab.plotly_widget_bundle" in fig._esm
     assert explorer._repr_mimebundle_()  # displays as its widget
     assert summary(explorer) == explorer.summary()
+    assert explorer.table.value == summary_html(explorer.report)  # the numbers' table and the bars
+    assert bar_values(explorer.table.value) == bar_values(summary_bars_html(explorer.report))
 
 
 def test_one_hidden_widget_per_kernel_carries_plotlys_bundle(explorer, snapshots):
@@ -69,12 +71,13 @@ def test_one_hidden_widget_per_kernel_carries_plotlys_bundle(explorer, snapshots
 
 
 def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
+    """δ redraws the line search and the slice figures, the summary table and bars; not the CG."""
     cg_before = list(data(explorer, "cg", "CG residual ‖r_k‖").y)
     cg_title = explorer.figures["cg"].layout.title.text
     for delta in (0.05, 0.002, 0.0003, 0.02):
         explorer.sliders["max_kl"].value = delta
         update = explorer.updates[-1]
-        assert set(update["views"]) == {"line_search", "trust_region", "summary"}
+        assert set(update["views"]) == {"line_search", "trust_region"}
         assert "cg_solve" not in update["work"]
         # the CG figure is left alone (s does not depend on δ); its caption says so
         assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) == cg_before
@@ -85,6 +88,9 @@ def test_delta_slider_redraws_line_search_slice_and_summary_only(explorer):
         assert len(accepted) == 1 and accepted[0] <= delta  # the accepted KL never exceeds δ
         assert float(summary(explorer)["final KL̄(π_old ‖ π_new)"]) <= delta * (1 + 1e-3)
         assert summary(explorer)["δ (max KL)"] == f"{delta:.4g}"
+        bars = bar_values(explorer.table.value)
+        assert bars["final_kl"] == explorer.report.kl <= delta * (1 + 1e-3)
+        assert bars["actual"] == explorer.report.surrogate_gain
         assert f"δ = {delta:.3g}" in explorer.status.value
     assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) == cg_before
 
@@ -106,7 +112,7 @@ def test_damping_slider_redraws_everything_with_a_new_cg_solve(explorer):
         "cg": ("cg", "CG residual ‖r_k‖"), "curve": ("line_search", "real KL̄")}.items()}
     explorer.sliders["damping"].value = 0.01
     update = explorer.updates[-1]
-    assert set(update["views"]) == {"line_search", "trust_region", "cg", "summary"}
+    assert set(update["views"]) == {"line_search", "trust_region", "cg"}
     assert update["work"]["cg_solve"] == 1 and update["work"]["grid"] == 1
     assert list(data(explorer, "cg", "CG residual ‖r_k‖").y) != before["cg"]
     assert list(data(explorer, "line_search", "real KL̄").y) != before["curve"]
@@ -149,7 +155,7 @@ def test_snapshot_picker_switches_the_problem(explorer, snapshots):
     assert explorer.report.theta_old.numel() == snapshots[1].num_params
     assert len(data(explorer, "cg", "eigenvalues of F").y) == snapshots[1].num_params
     assert len(pendulum_eigs) == snapshots[0].num_params
-    assert set(explorer.updates[-1]["views"]) == {"line_search", "trust_region", "cg", "summary"}
+    assert set(explorer.updates[-1]["views"]) == {"line_search", "trust_region", "cg"}
 
 
 def test_set_validates_before_moving_anything(explorer):
@@ -299,7 +305,7 @@ def test_sliders_are_built_from_the_settings_metadata(explorer):
 
 
 def test_figures_needing_new_forward_passes_follow_the_others(explorer, monkeypatch):
-    """Damping moves the direction: the CG and summary figures reach the page before the kernel
+    """Damping moves the direction: the CG figure (and the text) reaches the page before the kernel
     evaluates the new curve and slice grid, the line search and slice right after; the frame ends up
     complete and equal to computing it in one go."""
     from trpo_lab.explore.session import ExplorerSession
@@ -312,7 +318,7 @@ def test_figures_needing_new_forward_passes_follow_the_others(explorer, monkeypa
                         lambda frame: (events.append("complete"), complete(frame))[1])
     explorer.sliders["damping"].value = 0.02
     k = events.index("complete")
-    assert sorted(events[:k]) == ["cg", "summary"], events
+    assert sorted(events[:k]) == ["cg"], events
     assert sorted(events[k + 1:]) == ["line_search", "trust_region"], events
     frame = explorer.frame
     assert frame.pending == () and frame.curve is not None and frame.grid is not None
@@ -323,4 +329,4 @@ def test_figures_needing_new_forward_passes_follow_the_others(explorer, monkeypa
     # δ within its half decade: the curve and the grid are cached, every figure goes out at once
     events.clear()
     explorer.sliders["max_kl"].value = 0.009
-    assert "complete" not in events and sorted(events) == ["line_search", "summary", "trust_region"]
+    assert "complete" not in events and sorted(events) == ["line_search", "trust_region"]

@@ -1,4 +1,5 @@
-"""The four views are pure functions of a step report (and what was computed around it)."""
+"""The four views are pure functions of a step report (and what was computed around it): three
+Plotly figures and the summary's HTML."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from trpo_lab.explore import ExplorerSession, Settings, make_snapshot
 from trpo_lab.explore.views import (
     ACCEPTED,
     apply_update,
+    bar_values,
     cg_figure,
     frame_figures,
     line_search_figure,
-    summary_figure,
+    summary_bars_html,
     summary_rows,
     summary_table_html,
     table_rows,
@@ -40,10 +42,11 @@ def test_each_view_builds_from_a_report_and_its_problem(snap):
     report = trpo_step(problem, max_kl=0.01, damping=0.1)
     figs = {"line_search": line_search_figure(report, problem=problem),
             "trust_region": trust_region_figure(report, problem=problem),
-            "cg": cg_figure(report), "summary": summary_figure(report)}
+            "cg": cg_figure(report)}
     for name, fig in figs.items():
         assert isinstance(fig, go.Figure), name
         assert fig.layout.title.text, name
+    assert set(bar_values(summary_bars_html(report))) == {"predicted", "predicted_at", "actual", "final_kl"}
     assert len(trace(figs["line_search"], "real surrogate gain").x) > 10
     assert np.asarray(trace(figs["trust_region"], "surrogate gain").z).shape == (7, 9)  # b × a
     assert list(trace(figs["cg"], "CG residual ‖r_k‖").y) == report.cg.residual_norms
@@ -98,7 +101,7 @@ def test_cg_view_with_and_without_the_exact_fisher(snap):
 
 def test_summary_view_states_the_numbers_of_the_report(snap):
     report = trpo_step(snap.problem(), max_kl=0.02, damping=0.1)
-    fig = summary_figure(report)
+    bars = bar_values(summary_bars_html(report))
     html = summary_table_html(report)
     rows = table_rows(html)
     assert rows == dict(summary_rows(report))
@@ -110,7 +113,32 @@ def test_summary_view_states_the_numbers_of_the_report(snap):
                                                                       rel=1e-3)
     s = report.direction
     assert float(rows["sᵀFs"]) == pytest.approx(report.sAs - 0.1 * float(s @ s), rel=1e-3)
-    assert list(trace(fig, "δ").y) == [0.02] and list(trace(fig, "final KL̄").y) == [report.kl]
+    assert bars == {"predicted": report.predicted_improvement, "actual": report.surrogate_gain,
+                    "predicted_at": report.step_fraction * report.predicted_improvement,
+                    "final_kl": report.kl}
+
+
+def test_summary_bars_are_drawn_to_scale_with_the_delta_mark():
+    """Bars start at the zero line and end at their value on a shared axis; the δ mark sits at
+    δ on the KL axis, which spans 1.25 · max(δ, KL̄)."""
+    import re
+    from types import SimpleNamespace
+
+    report = SimpleNamespace(accepted=True, step_fraction=0.5, predicted_improvement=0.04,
+                             surrogate_gain=-0.02, kl=0.01, settings=SimpleNamespace(max_kl=0.02))
+    html = summary_bars_html(report)
+    positions = {k: tuple(float(x) for x in re.findall(
+        r"data-key='" + k + r"'.*?<div style='position:absolute;top:2px;bottom:2px;left:([\d.]+)%;width:([\d.]+)%",
+        html)[0]) for k in ("predicted", "predicted_at", "actual", "final_kl")}
+    zero = 100 * 0.02 / 0.06  # the improvement axis spans [−0.02, 0.04]
+    assert positions["predicted"] == pytest.approx((zero, 100 - zero), abs=0.01)
+    assert positions["predicted_at"] == pytest.approx((zero, 100 * 0.02 / 0.06), abs=0.01)
+    assert positions["actual"] == pytest.approx((0.0, zero), abs=0.01)  # negative: left of zero
+    assert positions["final_kl"] == pytest.approx((0.0, 100 * 0.01 / 0.025), abs=0.01)
+    mark = re.search(r"left:([\d.]+)%;width:2px;background:black", html)
+    assert float(mark.group(1)) == pytest.approx(100 * 0.02 / 0.025, abs=0.01)
+    nan = SimpleNamespace(**{**vars(report), "kl": math.nan, "surrogate_gain": math.nan})
+    assert math.isnan(bar_values(summary_bars_html(nan))["final_kl"])
 
 
 def test_views_of_a_rejected_step_build_and_say_why():
@@ -122,7 +150,7 @@ def test_views_of_a_rejected_step_build_and_say_why():
     assert not report.accepted
     figs = {"line_search": line_search_figure(report, problem=zero),
             "trust_region": trust_region_figure(report, problem=zero),
-            "cg": cg_figure(report), "summary": summary_figure(report)}
+            "cg": cg_figure(report)}
     for fig in figs.values():
         assert "rejected" in fig.layout.title.text or "no CG solve" in fig.layout.title.text
     assert len(trace(figs["line_search"], "real surrogate gain").x) == 0

@@ -1,10 +1,10 @@
 """The trust-region explorer in a real browser: rendered, and the δ and damping sliders redraw it.
 
 Opens notebooks/02_trust_region_explorer.ipynb in JupyterLab (Chromium), waits for an idle kernel,
-runs all cells, waits for the explorer's sliders and four Plotly figures, then drags the δ slider with
+runs all cells, waits for the explorer's sliders, three Plotly figures and summary bars, then drags the δ slider with
 the mouse and moves the damping slider with the keyboard. After each move the page must show the new
 value in what Plotly drew (the δ line of the line-search view) and in the summary line, and the figures
-that depend on it must have changed. One screenshot per state goes to tests/browser/artifacts/.
+and summary bars that depend on it must have changed. One screenshot per state goes to tests/browser/artifacts/.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.browser
 
 EXPLORER_NOTEBOOK = "02_trust_region_explorer.ipynb"
 EXPLORER = f"{NOTEBOOK} .trpo-explorer"
-VIEWS = ("line_search", "trust_region", "cg", "summary")  # the explorer's four FigureWidgets
+VIEWS = ("line_search", "trust_region", "cg")  # the explorer's three FigureWidgets
 
 
 def view(name: str) -> str:
@@ -48,8 +48,10 @@ def close(a: float, b: float) -> bool:
 
 
 def drawn(nb: LabNotebook) -> dict[str, list[str]]:
-    """What each view's graph div plots now."""
-    return {name: nb.figure_fingerprint(view(name)) for name in VIEWS}
+    """What each view's graph div plots now, and the numbers the summary's HTML bars draw."""
+    bars = nb.page.locator(f"{EXPLORER} .trpo-explorer-table .trpo-bar")
+    values = [bars.nth(k).get_attribute("data-value") for k in range(bars.count())]
+    return {name: nb.figure_fingerprint(view(name)) for name in VIEWS} | {"summary": values}
 
 
 def explorer_rendered(nb: LabNotebook) -> bool:
@@ -58,6 +60,7 @@ def explorer_rendered(nb: LabNotebook) -> bool:
         and nb.slider(r"^damping", EXPLORER).count() == 1
         and all(nb.rendered_plots(view(name)) == 1 for name in VIEWS)
         and nb.page.locator(f"{EXPLORER} .trpo-explorer-status").count() == 1
+        and nb.page.locator(f"{EXPLORER} .trpo-explorer-table .trpo-bar").count() == 4
     )
 
 
@@ -65,7 +68,7 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     """Open `path`, run it, move δ and damping; assert the page redraws. Returns the timeline."""
     nb.open(path)
     nb.run_all()
-    nb.wait_until(lambda: explorer_rendered(nb), "the explorer's sliders and four figures", 60)
+    nb.wait_until(lambda: explorer_rendered(nb), "the explorer's sliders, figures and bars", 60)
     nb.timeline.mark("explorer_rendered")
     nb.wait_all_executed(90)  # later cells may move the sliders themselves: let them finish first
     nb.timeline.mark("explorer_interactive")
@@ -100,7 +103,7 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     assert not close(delta_after, delta_before)
     moved_delta = drawn(nb)
     nb.screenshot_output("1_delta_dragged", nb.page.locator(EXPLORER))
-    changed = {name for name in VIEWS if moved_delta[name] != start[name]}
+    changed = {name for name in moved_delta if moved_delta[name] != start[name]}
     assert {"line_search", "trust_region", "summary"} <= changed, f"δ changed only {changed}"
 
     # damping: focus the handle and press an arrow key (one slider step each) three times, away from
@@ -123,7 +126,7 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     assert (damping_after < damping_before) == (key == "ArrowLeft")
     moved_damping = drawn(nb)
     nb.screenshot_output("2_damping_keys", nb.page.locator(EXPLORER))
-    changed = {name for name in VIEWS if moved_damping[name] != moved_delta[name]}
+    changed = {name for name in moved_damping if moved_damping[name] != moved_delta[name]}
     assert {"cg", "trust_region", "summary"} <= changed, f"damping changed only {changed}"
     assert close(status_value(nb, "δ"), delta_after), "moving damping must leave δ where it was"
 

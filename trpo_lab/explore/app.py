@@ -1,14 +1,16 @@
-"""`Explorer`: sliders wired to the same `trpo_step` training calls, and four Plotly `FigureWidget`s
-updated in place.
+"""`Explorer`: sliders wired to the same `trpo_step` training calls, three Plotly `FigureWidget`s
+updated in place and the summary as HTML.
 
 Wiring only: every slider observes its `"value"` trait and calls `Explorer.update`, which asks the
 `ExplorerSession` for a new `Frame` (it re-runs `trpo_step` with a `StepCache` and recomputes only
 what the change needs) and sends the views' update dicts to the figures (see `Explorer.update` for
 the order in which the page gets them).
 δ and the line-search sliders leave the CG view alone (the caption above it names the δ and line
-search its direction serves); damping, CG iterations and the snapshot redraw all four. The numbers
-of the step are an HTML table beside the summary's bars (`Explorer.table`). `Explorer.sliders` and
-`Explorer.figures` expose the wiring for tests.
+search its direction serves); damping, CG iterations and the snapshot redraw all three figures. The
+summary is one HTML widget (`Explorer.table`): the table of the step's numbers beside bars of the
+improvements and the final KL̄ against δ (a fourth Plotly figure redrawn on every move cost the page
+more than it showed).
+`Explorer.sliders` and `Explorer.figures` expose the wiring for tests.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ from .views import (
     figure_edits,
     frame_figures,
     frame_updates,
+    summary_html,
     summary_rows,
-    summary_table_html,
     verdict,
 )
 
-FIXED_DIRECTION = ("line_search", "trust_region", "summary")  # views δ & line-search sliders change
+FIXED_DIRECTION = ("line_search", "trust_region")  # figures δ & line-search sliders change
 
 
 LOG_SLIDERS = ("max_kl", "damping")  # FloatLogSliders, shown with the explorer's own readouts
@@ -69,7 +71,7 @@ class Explorer:
 
     `torch_threads` sets torch's intra-op threads (as `Trainer` does; None leaves them alone): one
     thread is what the latency benchmark measures, and two threads thrash on a busy 2-core machine.
-    `share_plotly_bundle` makes the four figures share one import of plotly's 5 MB widget bundle
+    `share_plotly_bundle` makes the three figures share one import of plotly's 5 MB widget bundle
     in the page (see `SHARED_BUNDLE_ESM`); set it False for plain `FigureWidget`s, e.g. in a
     frontend that renders each output in its own frame.
     """
@@ -125,7 +127,7 @@ class Explorer:
             self.figures[key] = FigureWidget(fig)
             self.figures[key].add_class(f"trpo-explorer-{key}")
         self.status = W.HTML(self._status_html()).add_class("trpo-explorer-status")
-        self.table = W.HTML(summary_table_html(self.frame.report)).add_class("trpo-explorer-table")
+        self.table = W.HTML(summary_html(self.frame.report)).add_class("trpo-explorer-table")
         self.cg_caption = W.HTML(cg_caption(self.frame.report)).add_class("trpo-explorer-cg-caption")
         self._show_readouts()
         self.updates: list[dict[str, Any]] = []  # one record per update: what changed, how long
@@ -143,8 +145,7 @@ class Explorer:
             W.HBox([W.Box([self.figures["line_search"]], layout=half),
                     W.Box([self.figures["trust_region"]], layout=half)]),
             self.cg_caption, self.figures["cg"],
-            W.HBox([W.Box([self.table], layout=W.Layout(width="40%")),
-                    W.Box([self.figures["summary"]], layout=W.Layout(width="60%"))]),
+            self.table,
         ]).add_class("trpo-explorer")
 
     # ── state ──
@@ -222,7 +223,7 @@ class Explorer:
                  for key, update in frame_updates(frame, tuple(v for v in views if v not in later)).items()}
         self.frame = frame
         self.status.value = self._status_html()
-        self.table.value = summary_table_html(frame.report)
+        self.table.value = summary_html(frame.report)
         self.cg_caption.value = cg_caption(frame.report)
         self._show_readouts()
         for key, edit in edits.items():

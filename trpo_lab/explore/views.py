@@ -1,5 +1,5 @@
 """The explorer's four views as pure functions: a step report (and what was computed around it) in,
-a Plotly figure out.
+a Plotly figure (views 1–3) or an HTML snippet (view 4) out.
 
 1. `line_search_figure` — real surrogate gain and KL̄ along x·βs, the linear and quadratic models,
    the δ line and every line-search trial (hover: why it was rejected);
@@ -7,10 +7,11 @@ a Plotly figure out.
    the model ellipse ½cᵀ(F+λI)c = δ, the gradient, natural and accepted steps;
 3. `cg_figure` — CG residuals; for small policies the error against the exact (F+λI)⁻¹g and F's
    eigenvalues with the damping level;
-4. `summary_figure` — predicted vs actual improvement, final KL̄ vs δ; `summary_table_html` — β, sᵀFs,
-   the improvements, final KL̄, CG iterations, backtracks, verdict and why, as an HTML table.
+4. `summary_bars_html` — predicted vs actual improvement, final KL̄ vs δ, as HTML bars;
+   `summary_table_html` — β, sᵀFs, the improvements, final KL̄, CG iterations, backtracks, verdict
+   and why, as an HTML table. (HTML because every slider move redraws them: see `summary_bars_html`.)
 
-Each view is a fixed skeleton of traces (`_*_base`), each with a stable id in `meta`
+Each figure is a fixed skeleton of traces (`_*_base`), each with a stable id in `meta`
 ("<view>:<trace>", e.g. "line_search:delta") and a display name for the legend, plus
 `*_update(...)`, a plain dict of the values that depend on the report, keyed by those ids.
 `view_figure = apply_update(base, update)`; the explorer applies the same update dicts to its
@@ -392,7 +393,7 @@ def summary_rows(report: StepReport) -> list[tuple[str, str]]:
 
 def summary_table_html(report: StepReport) -> str:
     """The rows of `summary_rows` as an HTML table (verdict and why in green or red). The explorer
-    shows it in an `HTML` widget beside the summary figure: a Plotly table is redrawn as SVG text on
+    shows it in an `HTML` widget beside the summary's bars: a Plotly table is redrawn as SVG text on
     every change, which cost the page more than the other three figures did for a δ move."""
     from html import escape
 
@@ -407,7 +408,7 @@ def summary_table_html(report: StepReport) -> str:
 
 
 def table_rows(html: str) -> dict[str, str]:
-    """{quantity: value} read back from a `summary_table_html` table (what the page shows)."""
+    """{quantity: value} read back from `summary_table_html` or `summary_html` (what the page shows)."""
     import re
     from html import unescape
 
@@ -415,44 +416,81 @@ def table_rows(html: str) -> dict[str, str]:
             for a, b in re.findall(r"<tr><td>(.*?)</td><td[^>]*>(.*?)</td></tr>", html)}
 
 
-def _summary_base() -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
-                        subplot_titles=("improvement", "final KL̄ vs δ"))
-    fig.add_trace(go.Bar(name="improvement", meta="summary:improvement",
-                         x=["predicted (full)", "predicted (x·g·βs)", "actual"],
-                         showlegend=False), 1, 1)
-    fig.add_trace(go.Bar(name="final KL̄", meta="summary:final_kl", x=["final KL̄"], showlegend=False), 1, 2)
-    fig.add_trace(go.Scatter(name="δ", meta="summary:delta", x=["final KL̄"], mode="markers+text", text=["δ"],
-                             textposition="top center", showlegend=False,
-                             marker=dict(symbol="line-ew-open", size=40, line_width=3, color="black")),
-                  1, 2)
-    return _style(fig, 380)
+def _bar_row(key: str, label: str, value: float, lo: float, hi: float, color: str,
+             mark: tuple[str, float] | None = None) -> str:
+    """One labelled horizontal bar from 0 to `value` on the axis [lo, hi] (lo ≤ 0 ≤ hi), with an
+    optional vertical mark (label, position); `data-value` holds the number drawn."""
+    from html import escape
+
+    def at(x: float) -> float:  # position on the track, in percent
+        return 100.0 * (min(max(x, lo), hi) - lo) / (hi - lo)
+
+    finite = math.isfinite(value)
+    left, right = sorted((at(0.0), at(value))) if finite else (at(0.0), at(0.0))
+    bar = (f"<div style='position:absolute;top:2px;bottom:2px;left:{left:.2f}%;"
+           f"width:{right - left:.2f}%;background:{color}'></div>")
+    zero = (f"<div style='position:absolute;top:0;bottom:0;left:{at(0.0):.2f}%;width:1px;"
+            "background:#555'></div>") if lo < 0 else ""
+    line = ""
+    if mark is not None:
+        line = (f"<div style='position:absolute;top:-3px;bottom:-3px;left:{at(mark[1]):.2f}%;width:2px;"
+                f"background:black'></div><div style='position:absolute;top:-19px;left:{at(mark[1]):.2f}%;"
+                f"transform:translateX(-50%);font-size:12px'>{escape(mark[0])}</div>")
+    return (f"<div class='trpo-bar' data-key='{key}' data-value='{value!r}' style='display:flex;"
+            "align-items:center;gap:8px;margin:4px 0'>"
+            f"<div style='width:170px;flex:none'>{escape(label)}</div>"
+            "<div style='position:relative;flex:1;height:16px;background:#f2f2f2'>"
+            f"{zero}{bar}{line}</div>"
+            f"<div style='width:70px;flex:none;text-align:right'>{escape(fmt(value))}</div></div>")
 
 
-def summary_update(report: StepReport) -> Update:
-    """The bars: predicted vs actual improvement, final KL̄ vs δ (the numbers are in
-    `summary_table_html`)."""
+def summary_bars_html(report: StepReport) -> str:
+    """The summary's bars as HTML: predicted (g·βs, and at the accepted step fraction) vs actual
+    improvement of the surrogate, and the final KL̄ against δ. HTML, not a Plotly figure, because
+    the explorer redraws it on every slider move: as a fourth Plotly figure it added a whole
+    replot (axes, text, layout) to each δ move in the browser (issue 10; README, browser latency).
+    `bar_values` reads the numbers back."""
     color = ACCEPTED if report.accepted else REJECTED
     delta = report.settings.max_kl
     predicted_at = report.step_fraction * report.predicted_improvement if report.accepted else 0.0
-    return {"traces": {
-        "summary:improvement": dict(y=[report.predicted_improvement, predicted_at, report.surrogate_gain],
-                            marker={"color": [MODEL, MODEL, color]}),
-        "summary:final_kl": dict(y=[report.kl], marker={"color": [color]}),
-        "summary:delta": dict(y=[delta]),
-    }, "layout": {"title": {"text": f"Summary: {verdict(report)}"},
-                  "yaxis2": {"range": [0, 1.25 * max(delta, report.kl)]}}}
+    gains = [("predicted", "predicted g·βs (full step)", report.predicted_improvement, MODEL),
+             ("predicted_at", "predicted x·g·βs (taken)", predicted_at, MODEL),
+             ("actual", "actual L(θ_new) − L(θ_old)", report.surrogate_gain, color)]
+    finite = [v for _, _, v, _ in gains if math.isfinite(v)]
+    lo, hi = min([0.0, *finite]), max([0.0, *finite])
+    if hi - lo <= 0:
+        hi = 1.0
+    kl_hi = 1.25 * max(delta, report.kl if math.isfinite(report.kl) else 0.0)
+    head = "<div style='font-weight:bold;margin:6px 0 2px'>{}</div>"
+    return ("<div class='trpo-summary-bars' style='font-family:sans-serif;font-size:12px'>"
+            + head.format("improvement of the surrogate")
+            + "".join(_bar_row(key, label, value, lo, hi, c) for key, label, value, c in gains)
+            + head.format("final KL̄ vs δ")
+            + "<div style='height:14px'></div>"
+            + _bar_row("final_kl", "final KL̄(π_old ‖ π_new)", report.kl, 0.0, kl_hi, color,
+                       mark=("δ", delta))
+            + "</div>")
 
 
-def summary_figure(report: StepReport) -> go.Figure:
-    """View 4: the bars (the table of numbers is `summary_table_html`)."""
-    return apply_update(_summary_base(), summary_update(report))
+def summary_html(report: StepReport) -> str:
+    """View 4 as the explorer shows it, in one HTML widget (one message per move): the table of
+    numbers (`summary_table_html`) beside the bars (`summary_bars_html`)."""
+    return ("<div style='display:flex;gap:24px;align-items:flex-start'>"
+            f"<div style='flex:0 0 40%'>{summary_table_html(report)}</div>"
+            f"<div style='flex:1;min-width:0'>{summary_bars_html(report)}</div></div>")
 
 
-# ───────────────────────────── all four ─────────────────────────────
+def bar_values(html: str) -> dict[str, float]:
+    """{bar key: value} read back from `summary_bars_html` or `summary_html` (what the page draws):
+    predicted, predicted_at, actual, final_kl."""
+    import re
 
-BASES = {"line_search": _line_search_base, "trust_region": _trust_region_base, "cg": _cg_base,
-         "summary": _summary_base}
+    return {k: float(v) for k, v in re.findall(r"data-key='(\w+)' data-value='([^']*)'", html)}
+
+
+# ───────────────────────────── all three figures ─────────────────────────────
+
+BASES = {"line_search": _line_search_base, "trust_region": _trust_region_base, "cg": _cg_base}
 
 
 def frame_updates(frame: Frame, views: tuple[str, ...] = tuple(BASES)) -> dict[str, Update]:
@@ -460,11 +498,10 @@ def frame_updates(frame: Frame, views: tuple[str, ...] = tuple(BASES)) -> dict[s
     r = frame.report
     make = {"line_search": lambda: line_search_update(r, frame.curve),
             "trust_region": lambda: trust_region_update(r, frame.plane, frame.grid),
-            "cg": lambda: cg_update(r, frame.exact, frame.exact_note),
-            "summary": lambda: summary_update(r)}
+            "cg": lambda: cg_update(r, frame.exact, frame.exact_note)}
     return {name: make[name]() for name in views}
 
 
 def frame_figures(frame: Frame) -> dict[str, go.Figure]:
-    """The four views of one explorer frame as new figures."""
+    """The three figures of one explorer frame, new."""
     return {name: apply_update(BASES[name](), update) for name, update in frame_updates(frame).items()}
