@@ -436,7 +436,7 @@ def _bar_row(key: str, label: str, value: float, lo: float, hi: float, color: st
         line = (f"<div style='position:absolute;top:-3px;bottom:-3px;left:{at(mark[1]):.2f}%;width:2px;"
                 f"background:black'></div><div style='position:absolute;top:-19px;left:{at(mark[1]):.2f}%;"
                 f"transform:translateX(-50%);font-size:12px'>{escape(mark[0])}</div>")
-    return (f"<div class='trpo-bar' data-key='{key}' data-value='{value!r}' style='display:flex;"
+    return (f"<div class='trpo-bar' data-key='{key}' data-value='{float(value)!r}' style='display:flex;"
             "align-items:center;gap:8px;margin:4px 0'>"
             f"<div style='width:170px;flex:none'>{escape(label)}</div>"
             "<div style='position:relative;flex:1;height:16px;background:#f2f2f2'>"
