@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from trpo_lab.explore import make_snapshot
-from trpo_lab.explore.compare import RuleComparison, compare_figures, compare_rules
+from trpo_lab.explore.compare import Memo, RuleComparison, compare_figures, compare_rules
 from trpo_lab.settings import ConfigError, StepSettings
 
 
@@ -54,6 +55,26 @@ def test_the_memo_reruns_only_rules_whose_settings_changed(snap):
     third = compare_rules(problem, StepSettings(max_kl=0.02, ppo_clip=0.1), memo=memo)
     assert third.results["ppo-clip"].report is not first.results["ppo-clip"].report
     assert third.results["trpo"].report is second.results["trpo"].report
+
+
+def test_the_compare_views_memo_keeps_the_entries_used_last(snap):
+    """A long slider session does not grow the memo without bound, and an evicted setting is
+    recomputed to the same numbers."""
+    problem, memo = snap.problem(), Memo(maxsize=12)
+    first = compare_rules(problem, StepSettings(max_kl=0.01), memo=memo)
+    for delta in (0.011, 0.012, 0.013, 0.014, 0.015, 0.016, 0.017):
+        compare_rules(problem, StepSettings(max_kl=delta), memo=memo)
+        assert len(memo) <= 12
+    again = compare_rules(problem, StepSettings(max_kl=0.01), memo=memo)
+    assert again.results["trpo"].report is not first.results["trpo"].report  # evicted, re-run
+    for rule in first.results:
+        a, b = first.results[rule], again.results[rule]
+        assert torch.equal(a.report.theta_new, b.report.theta_new), rule
+        np.testing.assert_array_equal(a.state_kls, b.state_kls)
+    assert again.results["ppo-clip"].report is compare_rules(  # used last: still there
+        problem, StepSettings(max_kl=0.01), memo=memo).results["ppo-clip"].report
+    with pytest.raises(ValueError, match="maxsize = 0 is not allowed"):
+        Memo(maxsize=0)
 
 
 def test_bad_rules_are_named(snap):

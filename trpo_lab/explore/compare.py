@@ -13,6 +13,7 @@ legend names are labels.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,29 @@ def _plane_coordinates(plane: Plane, step: torch.Tensor) -> tuple[tuple[float, f
     return (float(coef[0]), float(coef[1])), (rest / size if size > 0 else 0.0)
 
 
+class Memo(OrderedDict):
+    """A `compare_rules` memo that keeps the `maxsize` entries used last: each entry holds a step
+    report (θ_new, the trials) and the batch's per-state KLs, so an unbounded memo grows with every
+    slider position visited."""
+
+    def __init__(self, maxsize: int = 256):
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 8:
+            raise ValueError(f"maxsize = {maxsize!r} is not allowed: an integer ≥ 8")
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
 def rule_key(settings: StepSettings) -> tuple:
     """What a rule's step depends on: the rule and the settings it reads (`Setting.rules`)."""
     return (settings.update,) + tuple((k, getattr(settings, k)) for k, spec in step_fields().items()
@@ -91,7 +115,8 @@ def compare_rules(problem, settings: StepSettings | None = None,
     Fisher operator, CG, line search or epochs). PPO's minibatches are drawn from
     `torch.Generator().manual_seed(seed)`: the same numbers every call. Pass a dict as `memo` to
     reuse each rule's result while the settings it reads are unchanged (moving δ does not re-run
-    PPO); the memo must belong to this problem."""
+    PPO); the memo must belong to this problem. A plain dict grows with every setting visited;
+    `Memo` keeps the entries used last (the compare view's own memo is one)."""
     settings = StepSettings() if settings is None else settings.step_settings()
     rules = tuple(rules)
     if not rules or any(r not in UPDATE_RULES for r in rules):
@@ -213,7 +238,7 @@ class RuleComparison:
         from ..widgets import preload_plotly_widgets, shared_bundle_figure_widget
 
         self.problem = snapshot.problem()
-        self.memo: dict = {}
+        self.memo = Memo()
         self.rules = tuple(rules)
         config = snapshot.meta.get("config", {})
         if settings is None:
