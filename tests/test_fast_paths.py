@@ -50,12 +50,17 @@ def test_written_out_value_gradients_are_autograds(hidden, activation):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
 
-def test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd():
+def value_fit_twins() -> tuple[torch.Tensor, torch.Tensor, ValueFunction, ValueFunction]:
+    """A float64 regression batch (obs, targets) and two identical value nets to fit to it."""
     torch.manual_seed(0)
     obs = torch.randn(300, 5, dtype=torch.float64)
     targets = 40.0 * obs[:, 0] + obs[:, 1] ** 2 + 100.0
     ours = ValueFunction(5).double()
-    theirs = copy.deepcopy(ours)
+    return obs, targets, ours, copy.deepcopy(ours)
+
+
+def test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd():
+    obs, targets, ours, theirs = value_fit_twins()
     opt_ours = make_value_optimizer(ours, "adam", 3e-3)
     opt_theirs = torch.optim.Adam(theirs.parameters(), lr=3e-3)  # takes fit_value's autograd path
     for k in range(3):
@@ -69,11 +74,7 @@ def test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd()
 
 
 def test_lbfgs_value_fit_with_written_out_gradients_follows_torch_lbfgs_with_autograd():
-    torch.manual_seed(0)
-    obs = torch.randn(300, 5, dtype=torch.float64)
-    targets = 40.0 * obs[:, 0] + obs[:, 1] ** 2 + 100.0
-    ours = ValueFunction(5).double()
-    theirs = copy.deepcopy(ours)
+    obs, targets, ours, theirs = value_fit_twins()
     opt_ours = make_value_optimizer(ours, "lbfgs", 1.0, lbfgs_iters=7)
     opt_theirs = torch.optim.LBFGS(theirs.parameters(), lr=1.0, max_iter=7, history_size=10,
                                    line_search_fn="strong_wolfe")
