@@ -22,6 +22,7 @@ from trpo_lab.explore.views import (
     frame_figures,
     line_search_figure,
     summary_bars_html,
+    summary_html,
     summary_rows,
     summary_table_html,
     table_rows,
@@ -155,6 +156,8 @@ def test_views_of_a_rejected_step_build_and_say_why():
         assert "rejected" in fig.layout.title.text or "no CG solve" in fig.layout.title.text
     assert len(trace(figs["line_search"], "real surrogate gain").x) == 0
     assert dict(summary_rows(report))["why"].startswith("the policy gradient g is zero")
+    bars = bar_values(summary_html(report))  # no direction: the predicted bar is empty, not an error
+    assert math.isnan(bars["predicted"]) and bars["actual"] == bars["final_kl"] == 0.0
 
 
 def test_update_dicts_give_the_same_figure_as_building_it_again(snap):
