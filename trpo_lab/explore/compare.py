@@ -13,7 +13,6 @@ legend names are labels.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from plotly.subplots import make_subplots
 from ..settings import UPDATE_RULES, ConfigError, StepSettings, slider_widget, step_fields
 from ..trust_region import StepCache, StepReport, per_state_kl, timed_update_step
 from .landscape import Plane, model_ellipse, slice_plane
+from .session import Memo
 
 LABELS = {"trpo": "TRPO", "npg": "natural gradient", "pg": "plain gradient", "ppo-clip": "PPO-clip"}
 COLORS = {"trpo": "#2ca02c", "npg": "#1f77b4", "pg": "#ff7f0e", "ppo-clip": "#9467bd"}
@@ -76,29 +76,6 @@ def _plane_coordinates(plane: Plane, step: torch.Tensor) -> tuple[tuple[float, f
     rest = float((step - basis @ coef).norm())
     size = float(step.norm())
     return (float(coef[0]), float(coef[1])), (rest / size if size > 0 else 0.0)
-
-
-class Memo(OrderedDict):
-    """A `compare_rules` memo that keeps the `maxsize` entries used last: each entry holds a step
-    report (θ_new, the trials) and the batch's per-state KLs, so an unbounded memo grows with every
-    slider position visited."""
-
-    def __init__(self, maxsize: int = 256):
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 8:
-            raise ValueError(f"maxsize = {maxsize!r} is not allowed: an integer ≥ 8")
-        super().__init__()
-        self.maxsize = maxsize
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        self.move_to_end(key)
-        return value
-
-    def __setitem__(self, key, value) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.maxsize:
-            self.popitem(last=False)
 
 
 def rule_key(settings: StepSettings) -> tuple:

@@ -14,7 +14,7 @@ The curve and the grid are framed for δ rounded up to a half decade (`view_scal
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -112,22 +112,38 @@ class Frame:
             ("trust_region",) if self.grid is None else ())
 
 
+class Memo(OrderedDict):
+    """A dict that keeps the `maxsize` entries used last (read with `memo[key]` or written): the
+    explorer's and the compare view's caches, whose entries (curves, grids, step reports) would
+    otherwise grow with every slider position visited."""
+
+    def __init__(self, maxsize: int = 256):
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 8:
+            raise ValueError(f"maxsize = {maxsize!r} is not allowed: an integer ≥ 8")
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
 class _SnapshotState:
     def __init__(self, snapshot: Snapshot):
         self.problem = snapshot.problem()
         self.cache = StepCache()
-        self.curves: dict = {}
-        self.planes: dict = {}
-        self.grids: dict = {}
-        self.exact: dict = {}
+        self.curves = Memo(128)
+        self.planes = Memo(128)
+        self.grids = Memo(128)
+        self.exact = Memo(128)
         self.fisher: ExactFisher | None = None
-
-
-def _remember(store: dict, key, value, limit: int = 128):
-    if len(store) >= limit:
-        store.pop(next(iter(store)))
-    store[key] = value
-    return value
 
 
 class ExplorerSession:
@@ -190,8 +206,8 @@ class ExplorerSession:
         sFs = report.sAs - settings.damping * float(s @ s)
         if key not in st.planes:
             self.work["plane"] += 1
-            _remember(st.planes, key, slice_plane(s, report.grad, st.cache.fisher(settings.fisher),
-                                                       settings.damping))
+            st.planes[key] = slice_plane(s, report.grad, st.cache.fisher(settings.fisher),
+                                         settings.damping)
         scale = view_scale(settings.max_kl)
         exact, note = self._exact(st, report, settings)
         frame = Frame(name, settings, report, sFs, st.curves.get((key, scale)), st.planes[key],
@@ -207,10 +223,10 @@ class ExplorerSession:
         if (key, scale) not in st.curves:
             self.work["curve"] += 1
             t = curve_coefficients(frame.report.sAs, scale, self.curve_points)
-            _remember(st.curves, (key, scale), step_curve(st.problem, s, t))
+            st.curves[(key, scale)] = step_curve(st.problem, s, t)
         if (key, scale) not in st.grids:
             self.work["grid"] += 1
-            _remember(st.grids, (key, scale), slice_grid(st.problem, frame.plane, scale, self.grid_size))
+            st.grids[(key, scale)] = slice_grid(st.problem, frame.plane, scale, self.grid_size)
         return replace(frame, curve=st.curves[(key, scale)], grid=st.grids[(key, scale)])
 
     def _exact(self, st: _SnapshotState, report: StepReport, settings: Settings
@@ -228,8 +244,8 @@ class ExplorerSession:
             g, s = report.grad, report.direction.double()
             target = exact_direction(st.fisher, g, settings.damping)
             errors = cg_errors(st.fisher, g, settings.damping, settings.cg_iters, settings.cg_tol)
-            _remember(st.exact, key, ExactComparison(
+            st.exact[key] = ExactComparison(
                 errors, float((s - target).norm() / target.norm()), angle_degrees(s, target),
                 angle_degrees(s, natural_direction(st.fisher, g)),
-                st.fisher.eigenvalues.flip(0).numpy(), settings.damping))
+                st.fisher.eigenvalues.flip(0).numpy(), settings.damping)
         return st.exact[key], ""
