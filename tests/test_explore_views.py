@@ -160,6 +160,34 @@ def test_views_of_a_rejected_step_build_and_say_why():
     assert math.isnan(bars["predicted"]) and bars["actual"] == bars["final_kl"] == 0.0
 
 
+def test_legend_html_lists_the_entries_plotlys_legend_shows_with_their_swatches(snap):
+    """Scatter traces unless showlegend=False (the KL row's trials repeat the gain row's), other
+    traces only with showlegend=True (the KL = δ contour, not the surrogate's filled contour); each
+    entry draws its trace's line (dash) and marker (symbol, color)."""
+    import re
+
+    from trpo_lab.explore.views import legend_entries, legend_html
+
+    figs = frame_figures(ExplorerSession(snap).compute(snap.name, Settings()))
+    names = [n for _, n in legend_entries(figs["line_search"])]
+    assert names == ["real surrogate gain", "linear model g·(xβs)", "rejected trials", "accepted trial",
+                     "real KL̄", "quadratic model ½xᵀFx", "damped model ½xᵀ(F+λI)x", "δ"]
+    keys = [k for k, _ in legend_entries(figs["trust_region"])]
+    assert "trust_region:kl_contour" in keys and "trust_region:gain" not in keys
+    assert len(keys) == len(figs["trust_region"].data) - 1
+
+    def item(fig, key):
+        return re.search(rf"data-key='{key}'.*?</span>([^<]*)</span>", legend_html(fig)).group(0)
+
+    assert "dashed #7f7f7f" in item(figs["line_search"], "line_search:linear_model")
+    assert "dotted #7f7f7f" in item(figs["line_search"], "line_search:damped_model")
+    assert "★" in item(figs["trust_region"], "trust_region:natural_step")
+    assert "solid black" in item(figs["trust_region"], "trust_region:kl_contour")
+    residual = item(figs["cg"], "cg:residual")  # lines and markers: both
+    assert "solid #1f77b4" in residual and "●" in residual
+    assert "&lt; cg_tol" in legend_html(figs["cg"])  # names are escaped
+
+
 def test_update_dicts_give_the_same_figure_as_building_it_again(snap):
     """The explorer updates widgets in place; the result must equal the pure figure."""
     session = ExplorerSession(snap)

@@ -1,7 +1,8 @@
 """The trust-region explorer in a real browser: rendered, and the δ and damping sliders redraw it.
 
 Opens notebooks/02_trust_region_explorer.ipynb in JupyterLab (Chromium), waits for an idle kernel,
-runs all cells, waits for the explorer's sliders, three Plotly figures and summary bars, then drags the δ slider with
+runs all cells, waits for the explorer's sliders, three Plotly figures, their HTML legends and the
+summary bars, then drags the δ slider with
 the mouse and moves the damping slider with the keyboard. After each move the page must show the new
 value in what Plotly drew (the δ line of the line-search view) and in the summary line, and the figures
 and summary bars that depend on it must have changed. One screenshot per state goes to tests/browser/artifacts/.
@@ -61,6 +62,8 @@ def explorer_rendered(nb: LabNotebook) -> bool:
         and all(nb.rendered_plots(view(name)) == 1 for name in VIEWS)
         and nb.page.locator(f"{EXPLORER} .trpo-explorer-status").count() == 1
         and nb.page.locator(f"{EXPLORER} .trpo-explorer-table .trpo-bar").count() == 4
+        and all(nb.page.locator(f"{EXPLORER} .trpo-explorer-legend-{name} .trpo-legend-item").count() > 0
+                for name in VIEWS)
     )
 
 
@@ -73,6 +76,8 @@ def drive_explorer(nb: LabNotebook, path: str) -> dict[str, float]:
     nb.wait_all_executed(90)  # later cells may move the sliders themselves: let them finish first
     nb.timeline.mark("explorer_interactive")
     nb.wait_stable(30, EXPLORER)
+    # each figure's legend is the HTML below it: Plotly draws none (it would lay it out on every move)
+    assert nb.page.locator(f"{EXPLORER} .js-plotly-plot g.legend").count() == 0
     start = drawn(nb)
     nb.screenshot_output("0_initial", nb.page.locator(EXPLORER))
 

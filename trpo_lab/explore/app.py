@@ -9,7 +9,8 @@ the order in which the page gets them).
 search its direction serves); damping, CG iterations and the snapshot redraw all three figures. The
 summary is one HTML widget (`Explorer.table`): the table of the step's numbers beside bars of the
 improvements and the final KL̄ against δ (a fourth Plotly figure redrawn on every move cost the page
-more than it showed).
+more than it showed). Each figure's legend is HTML below it (`Explorer.legends`, `legend_html`):
+Plotly lays its legend out again on every redraw.
 `Explorer.sliders` and `Explorer.figures` expose the wiring for tests.
 """
 
@@ -37,6 +38,7 @@ from .views import (
     figure_edits,
     frame_figures,
     frame_updates,
+    legend_html,
     summary_html,
     summary_rows,
     verdict,
@@ -124,8 +126,11 @@ class Explorer:
         else:
             FigureWidget = import_figure_widget()
         for key, fig in frame_figures(self.frame).items():
+            fig.update_layout(showlegend=False)  # legends as HTML below the figures (`legends`)
             self.figures[key] = FigureWidget(fig)
             self.figures[key].add_class(f"trpo-explorer-{key}")
+        self.legends = {key: W.HTML(legend_html(fig)).add_class("trpo-explorer-legend")
+                        .add_class(f"trpo-explorer-legend-{key}") for key, fig in self.figures.items()}
         self.status = W.HTML(self._status_html()).add_class("trpo-explorer-status")
         self.table = W.HTML(summary_html(self.frame.report)).add_class("trpo-explorer-table")
         self.cg_caption = W.HTML(cg_caption(self.frame.report)).add_class("trpo-explorer-cg-caption")
@@ -142,9 +147,9 @@ class Explorer:
         half = W.Layout(width="50%")
         self.widget = W.VBox([
             controls, self.status,
-            W.HBox([W.Box([self.figures["line_search"]], layout=half),
-                    W.Box([self.figures["trust_region"]], layout=half)]),
-            self.cg_caption, self.figures["cg"],
+            W.HBox([W.VBox([self.figures["line_search"], self.legends["line_search"]], layout=half),
+                    W.VBox([self.figures["trust_region"], self.legends["trust_region"]], layout=half)]),
+            self.cg_caption, self.figures["cg"], self.legends["cg"],
             self.table,
         ]).add_class("trpo-explorer")
 
@@ -204,8 +209,11 @@ class Explorer:
         What the page waits for goes first: the text, then each figure's edits as one message
         (`announce`). `staged` (a slider moved in the page): the figures whose data needs new forward
         passes over the batch (the curve along the step, the slice grid) follow once the kernel has
-        computed them, while the page draws the others. Last, plotly validates every edit in Python
-        (`write_edits`, which sends nothing new). `set` (from Python, e.g. a notebook cell running
+        computed them, while the page draws the others. Last, the Python figures take the same edits
+        (`write_edits(validate=False)`, which sends nothing new: the view functions' values are
+        checked by plotly's validators in the tests, and validating them again here took 10–16 ms of
+        kernel time per move beside the page's redraw) and a legend whose swatch changed is sent
+        (`legend_html`). `set` (from Python, e.g. a notebook cell running
         several moves in a row) sends every figure in one go: one redraw per figure and move.
         """
         start = time.perf_counter()
@@ -234,7 +242,8 @@ class Explorer:
                 edits[key] = figure_edits(self.figures[key], update)
                 announce(self.figures[key], edits[key])
         for key, edit in edits.items():
-            write_edits(self.figures[key], edit)
+            write_edits(self.figures[key], edit, validate=False)
+            self.legends[key].value = legend_html(self.figures[key])  # sent only if it changed
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}
         self.updates.append({"settings": frame.settings.as_dict(), "snapshot": frame.snapshot,
                              "views": views, "work": done, "seconds": time.perf_counter() - start})

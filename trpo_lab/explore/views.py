@@ -488,6 +488,56 @@ def bar_values(html: str) -> dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"data-key='(\w+)' data-value='([^']*)'", html)}
 
 
+# ───────────────────────────── legends ─────────────────────────────
+
+SYMBOLS = {"circle": "●", "x": "✕", "diamond": "◆", "star": "★", "cross": "✚", "square": "■"}
+DASHES = {"dash": "dashed", "dot": "dotted"}
+
+
+def _swatch(t: Any) -> str:
+    """What a legend shows for trace `t`: its line (color, dash) and/or its marker (symbol, color)."""
+    mode = getattr(t, "mode", None) or ""
+    parts = []
+    if t.type == "contour" or "lines" in mode:
+        line = t.line
+        color = line.color or (t.colorscale[-1][1] if t.type == "contour" and t.colorscale else MODEL)
+        width = min(max(line.width or 2, 1.5), 3)
+        parts.append(f"<span style='display:inline-block;width:26px;height:0;vertical-align:middle;"
+                     f"border-top:{width:g}px {DASHES.get(line.dash or '', 'solid')} {color}'></span>")
+    if "markers" in mode:
+        marker = t.marker
+        color = marker.color if isinstance(marker.color, str) else (t.line.color or MODEL)
+        symbol = SYMBOLS.get(marker.symbol if isinstance(marker.symbol, str) else "circle", "●")
+        margin = "margin-left:-17px;" if parts else ""
+        parts.append(f"<span style='{margin}color:{color};font-size:13px;vertical-align:middle'>"
+                     f"{symbol}</span>")
+    return "".join(parts)
+
+
+def legend_entries(fig: go.Figure) -> list[tuple[str, str]]:
+    """(stable id, display name) of the traces a Plotly legend of `fig` would list, in its order:
+    scatter traces unless `showlegend=False`, other traces only with `showlegend=True`."""
+    return [(t.meta, t.name) for t in fig.data
+            if (t.showlegend is not False if t.type == "scatter" else t.showlegend is True)]
+
+
+def legend_html(fig: go.Figure) -> str:
+    """`fig`'s legend as HTML (each entry: the trace's line and marker as they are drawn now, its
+    display name; `data-key` holds its stable id). The explorer shows its figures' legends this way
+    (their `showlegend` off): Plotly lays out and measures its legend again on every redraw, a fifth
+    of what a δ move cost the page (issue 10; README, browser latency); this HTML changes only when
+    a swatch does (the accepted step's marker turns red when no step is accepted)."""
+    from html import escape
+
+    by_id = {t.meta: t for t in fig.data}
+    items = "".join(
+        f"<span class='trpo-legend-item' data-key='{escape(key)}' style='display:inline-flex;"
+        f"align-items:center;gap:5px;margin-right:14px;white-space:nowrap'>{_swatch(by_id[key])}"
+        f"{escape(name)}</span>" for key, name in legend_entries(fig))
+    return (f"<div class='trpo-legend' style='font-family:sans-serif;font-size:11px;color:#444;"
+            f"line-height:20px;padding:0 0 4px 60px'>{items}</div>")
+
+
 # ───────────────────────────── all three figures ─────────────────────────────
 
 BASES = {"line_search": _line_search_base, "trust_region": _trust_region_base, "cg": _cg_base}
