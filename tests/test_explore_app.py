@@ -308,6 +308,9 @@ def test_the_figures_equal_the_frames_figures_built_through_plotlys_validators(e
     fresh = frame_figures(explorer.frame)
     for key, fig in explorer.figures.items():
         assert json.loads(fig.to_json()) == json.loads(fresh[key].update_layout(showlegend=False).to_json())
+    z = trace(explorer.figures["trust_region"], "trust_region:gain").z  # the session's cached grid
+    with pytest.raises(ValueError, match="read-only"):
+        z[0, 0] = 0.0  # the figure is no way to edit what the session computed
 
 
 def test_legends_are_html_below_the_figures_with_the_swatches_as_drawn(explorer, snapshots):

@@ -324,17 +324,25 @@ def write_edits(fig: Any, edits: Edits, *, validate: bool = True) -> None:
     to the page, as it always does).
 
     `validate` (the default): through plotly's validators, which check every value. `validate=False`:
-    the values are stored as given, by plotly's own road for edits that come back from the page
-    (`plotly_update`: attribute paths are still checked, values are not), 3–5× cheaper; for edits
-    whose values were already validated elsewhere (the explorer's views: their tests build the same
-    figures through the validators and compare)."""
+    the values are stored as given (arrays as read-only views, as the validators store read-only
+    copies), by plotly's own road for edits that come back from the page (`plotly_update`: attribute
+    paths are still checked, values are not), 3–5× cheaper; for edits whose values were already
+    validated elsewhere (the explorer's views: their tests build the same figures through the
+    validators and compare)."""
     traces, layout = edits
     if not validate:
+        import numpy as np
         from plotly.basedatatypes import Undefined
+
+        def stored(value: Any) -> Any:
+            if isinstance(value, np.ndarray):
+                value = value.view()
+                value.flags.writeable = False  # the figure must not become a way to edit the caller's
+            return value
 
         indexes = sorted(traces)
         paths = sorted({path for i in indexes for path in traces[i]})
-        restyle = {path: [traces[i].get(path, Undefined) for i in indexes] for path in paths}
+        restyle = {path: [stored(traces[i].get(path, Undefined)) for i in indexes] for path in paths}
         fig.plotly_update(restyle_data=restyle or None, relayout_data=layout or None,
                           trace_indexes=indexes or None)
         return

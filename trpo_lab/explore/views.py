@@ -524,9 +524,9 @@ def legend_entries(fig: go.Figure) -> list[tuple[str, str]]:
 def legend_html(fig: go.Figure) -> str:
     """`fig`'s legend as HTML (each entry: the trace's line and marker as they are drawn now, its
     display name; `data-key` holds its stable id). The explorer shows its figures' legends this way
-    (their `showlegend` off): Plotly lays out and measures its legend again on every redraw, a fifth
-    of what a δ move cost the page (issue 10; README, browser latency); this HTML changes only when
-    a swatch does (the accepted step's marker turns red when no step is accepted)."""
+    (their `showlegend` off): Plotly lays out and measures its legend again on every redraw, ~7 of the
+    ~45 ms of JavaScript a δ move cost the page (issue 10; README, browser latency); this HTML changes
+    only when a swatch does (the accepted step's marker turns red when no step is accepted)."""
     from html import escape
 
     by_id = {t.meta: t for t in fig.data}
