@@ -181,3 +181,22 @@ def test_from_config_clips_into_the_slider_ranges():
                               "backtrack_iters": 10, "cg_tol": 1e-8})
     assert (s.max_kl, s.damping, s.cg_iters, s.cg_tol) == (0.1, 1e-4, 50, 1e-8)
     assert math.isclose(view_scale(0.0035), 10**-2)
+
+
+def test_memo_keeps_the_entries_used_last_whichever_way_they_are_read():
+    """Reads by `memo[key]`, `get` and `setdefault` all count as a use (OrderedDict's own `get`
+    and `setdefault` would bypass it): the session reads curves and grids with `get`, and the
+    compare view keeps its step cache with `setdefault`."""
+    from trpo_lab.explore.session import Memo
+
+    memo = Memo(8)
+    for i in range(8):
+        memo[i] = i
+    assert memo[0] == 0 and memo.get(1) == 1 and memo.setdefault(2, "new") == 2
+    assert memo.get("absent") is None and memo.get("absent", 5) == 5 and "absent" not in memo
+    for i in range(100, 105):
+        memo[i] = i
+    assert {0, 1, 2} <= set(memo) and len(memo) == 8  # 3…7, not the three just read, went first
+    assert memo.setdefault("x", []) == [] and "x" in memo and len(memo) == 8
+    with pytest.raises(ValueError, match="maxsize"):
+        Memo(3)

@@ -113,9 +113,10 @@ class Frame:
 
 
 class Memo(OrderedDict):
-    """A dict that keeps the `maxsize` entries used last (read with `memo[key]` or written): the
-    explorer's and the compare view's caches, whose entries (curves, grids, step reports) would
-    otherwise grow with every slider position visited."""
+    """A dict that keeps the `maxsize` entries used last (read with `memo[key]`, `get` or
+    `setdefault`, or written): the explorer's and the compare view's caches, whose entries (curves,
+    grids, step reports) would otherwise grow with every slider position visited. (OrderedDict's
+    own `get` and `setdefault` bypass `__getitem__`/`__setitem__`, so they are routed here.)"""
 
     def __init__(self, maxsize: int = 256):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 8:
@@ -133,6 +134,14 @@ class Memo(OrderedDict):
         self.move_to_end(key)
         while len(self) > self.maxsize:
             self.popitem(last=False)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
 
 
 class _SnapshotState:
