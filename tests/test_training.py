@@ -53,7 +53,7 @@ def test_resuming_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(pre
 
 
 def test_a_checkpoint_holds_the_agent_and_its_normaliser(tmp_path):
-    trainer = train(TRPOConfig.from_preset("Pendulum-v1", **SMALL), progress=False)
+    trainer = train(TRPOConfig.from_preset("Pendulum-v1", normalize_obs=True, **SMALL), progress=False)
     save_checkpoint(trainer, tmp_path / "c.pt")
     policy, normalizer, config = load_agent(tmp_path / "c.pt")
     assert config == trainer.config and normalizer is not None
