@@ -22,6 +22,8 @@ Each figure is a fixed skeleton of traces (`_*_base`), each with a stable id in 
 from __future__ import annotations
 
 import math
+import re
+from html import escape, unescape
 from typing import Any
 
 import numpy as np
@@ -395,8 +397,6 @@ def summary_table_html(report: StepReport) -> str:
     """The rows of `summary_rows` as an HTML table (verdict and why in green or red). The explorer
     shows it in an `HTML` widget beside the summary's bars: a Plotly table is redrawn as SVG text on
     every change, which cost the page more than the other three figures did for a δ move."""
-    from html import escape
-
     color = ACCEPTED if report.accepted else REJECTED
     cells = "".join(
         f"<tr><td>{escape(name)}</td><td style='color:{color if i < 2 else 'black'}'>"
@@ -409,9 +409,6 @@ def summary_table_html(report: StepReport) -> str:
 
 def table_rows(html: str) -> dict[str, str]:
     """{quantity: value} read back from `summary_table_html` or `summary_html` (what the page shows)."""
-    import re
-    from html import unescape
-
     return {unescape(a): unescape(b)
             for a, b in re.findall(r"<tr><td>(.*?)</td><td[^>]*>(.*?)</td></tr>", html)}
 
@@ -420,8 +417,6 @@ def _bar_row(key: str, label: str, value: float, lo: float, hi: float, color: st
              mark: tuple[str, float] | None = None) -> str:
     """One labelled horizontal bar from 0 to `value` on the axis [lo, hi] (lo ≤ 0 ≤ hi), with an
     optional vertical mark (label, position); `data-value` holds the number drawn."""
-    from html import escape
-
     def at(x: float) -> float:  # position on the track, in percent
         return 100.0 * (min(max(x, lo), hi) - lo) / (hi - lo)
 
@@ -483,7 +478,6 @@ def summary_html(report: StepReport) -> str:
 def bar_values(html: str) -> dict[str, float]:
     """{bar key: value} read back from `summary_bars_html` or `summary_html` (what the page draws):
     predicted, predicted_at, actual, final_kl."""
-    import re
 
     return {k: float(v) for k, v in re.findall(r"data-key='(\w+)' data-value='([^']*)'", html)}
 
@@ -527,8 +521,6 @@ def legend_html(fig: go.Figure) -> str:
     (their `showlegend` off): Plotly lays out and measures its legend again on every redraw, ~7 of the
     ~45 ms of JavaScript a δ move cost the page (issue 10; README, browser latency); this HTML changes
     only when a swatch does (the accepted step's marker turns red when no step is accepted)."""
-    from html import escape
-
     by_id = {t.meta: t for t in fig.data}
     items = "".join(
         f"<span class='trpo-legend-item' data-key='{escape(key)}' style='display:inline-flex;"
