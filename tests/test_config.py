@@ -31,7 +31,8 @@ def test_every_field_has_a_docstring():
     ("activation", "sigmoid", "'tanh' or 'relu'"), ("init_log_std", math.inf, "finite"),
     ("vf_hidden_sizes", (-1,), "positive"),
     ("vf_optimizer", "sgd", "'adam' or 'lbfgs'"), ("vf_lr", 0.0, "> 0"), ("vf_epochs", 0, "≥ 1"),
-    ("vf_lbfgs_iters", 0, "≥ 1"), ("vf_minibatch_size", 0, "≥ 1"), ("normalize_obs", "yes", "True or False"), ("obs_clip", 0.0, "> 0"),
+    ("vf_lbfgs_iters", 0, "≥ 1"), ("vf_minibatch_size", 0, "≥ 1"),
+    ("normalize_obs", "yes", "True or False"), ("obs_clip", 0.0, "> 0"),
     ("torch_threads", 0, "≥ 1"),
 ])
 def test_every_bad_value_names_field_value_and_rule(name, value, allowed):

@@ -129,7 +129,8 @@ def test_summary_bars_are_drawn_to_scale_with_the_delta_mark():
                              surrogate_gain=-0.02, kl=0.01, settings=SimpleNamespace(max_kl=0.02))
     html = summary_bars_html(report)
     positions = {k: tuple(float(x) for x in re.findall(
-        r"data-key='" + k + r"'.*?<div style='position:absolute;top:2px;bottom:2px;left:([\d.]+)%;width:([\d.]+)%",
+        r"data-key='" + k
+        + r"'.*?<div style='position:absolute;top:2px;bottom:2px;left:([\d.]+)%;width:([\d.]+)%",
         html)[0]) for k in ("predicted", "predicted_at", "actual", "final_kl")}
     zero = 100 * 0.02 / 0.06  # the improvement axis spans [−0.02, 0.04]
     assert positions["predicted"] == pytest.approx((zero, 100 - zero), abs=0.01)

@@ -149,6 +149,39 @@ def test_tanh_is_torch_tanh_to_float_rounding():
     assert torch.equal(tanh(small), torch.tanh(small))
 
 
+def test_in_place_tanh_is_tanh_bitwise():
+    big = torch.linspace(-20.0, 20.0, 100_001)  # the sigmoid form
+    small = big[:: big.numel() // 100].contiguous()  # torch.tanh
+    special = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, float("inf"), -float("inf")])
+    for x in (big, small, special, special.repeat(SIGMOID_TANH_MIN_SIZE // 8)):
+        expected, work = tanh(x), x.clone()
+        assert fast.tanh_(work) is work  # in place
+        assert torch.equal(work, expected), float((work - expected).abs().max())
+
+
+@pytest.mark.parametrize("hidden, activation", [((64, 64), "tanh"), ((7, 5, 3), "relu")])
+def test_gradients_written_into_adams_buffer_are_bitwise_the_returned_ones(hidden, activation):
+    """fit_value's minibatch step (`mlp_mse_grads_into` into `Adam.grads`, then `step()`) moves the
+    net exactly as `step(grads)` with the gradients `mlp_mse_and_grads` returns: float32, minibatches
+    of 256 rows (256 × 64 units take tanh's sigmoid form)."""
+    torch.manual_seed(0)
+    into = ValueFunction(6, hidden, activation)
+    returned = copy.deepcopy(into)
+    opt_into, opt_returned = Adam(into.parameters(), lr=3e-3), Adam(returned.parameters(), lr=3e-3)
+    layers_into, layers_returned = fast.mlp_layers(into), fast.mlp_layers(returned)
+    obs = torch.randn(1024, 6)
+    targets = 5.0 * obs[:, 0] - obs[:, 1] ** 2 + 20.0
+    for k in range(12):
+        x, y = obs[k % 4 * 256:(k % 4 + 1) * 256], targets[k % 4 * 256:(k % 4 + 1) * 256]
+        fast.mlp_mse_grads_into(layers_into, x, y, opt_into.grads)
+        _, grads = fast.mlp_mse_and_grads(layers_returned, x, y)
+        assert all(torch.equal(a, b) for a, b in zip(opt_into.grads, grads))
+        assert all(float(g.abs().max()) > 0 for g in grads)
+        opt_into.step()
+        opt_returned.step(grads)
+        assert all(torch.equal(a, b) for a, b in zip(into.parameters(), returned.parameters()))
+
+
 def test_normaliser_statistics_are_numpys_mean_and_var_bitwise():
     rng = np.random.default_rng(0)
     ours, plain = RunningMeanStd((5,)), RunningMeanStd((5,))
@@ -186,8 +219,8 @@ def test_fast_module_lists_every_path_with_its_test():
     named = set(re.findall(r"`(test_[a-z_]+)`", fast.__doc__))
     assert named, "fast's module doc should name the tests that hold each path"
     assert all(hasattr(here, name) for name in named), sorted(n for n in named if not hasattr(here, n))
-    for name in ("tanh", "Tanh", "mlp_forward", "Adam", "mse_and_grads", "mlp_mse_and_grads",
-                 "mean_and_var", "clip"):
+    for name in ("tanh", "tanh_", "Tanh", "mlp_forward", "Adam", "mse_and_grads", "mlp_mse_and_grads",
+                 "mlp_mse_grads_into", "mean_and_var", "clip"):
         assert f"`{name}`" in fast.__doc__ and hasattr(fast, name)
 
 

@@ -6,7 +6,8 @@ what it replaces, whether it gives the same numbers bitwise or to float rounding
 `tests/test_fast_paths.py` holds it to the plain version.
 
 - `tanh`, `Tanh` replace `torch.tanh`, `nn.Tanh`: equal to float rounding (≤ 2.5e-7) on tensors
-  of ≥ 8,192 elements, bitwise below (`test_tanh_is_torch_tanh_to_float_rounding`);
+  of ≥ 8,192 elements, bitwise below (`test_tanh_is_torch_tanh_to_float_rounding`); `tanh_` is
+  `tanh` in place, bitwise (`test_in_place_tanh_is_tanh_bitwise`);
 - `mlp_forward` replaces `net(x)` for an `mlp`: bitwise
   (`test_rollout_forward_is_the_modules_forward_bitwise`);
 - `Adam` replaces `torch.optim.Adam` on CPU: bitwise (`test_value_adam_step_is_bitwise_torch_adam`);
@@ -14,6 +15,8 @@ what it replaces, whether it gives the same numbers bitwise or to float rounding
   (`test_written_out_value_gradients_are_autograds`,
   `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd`,
   `test_lbfgs_value_fit_with_written_out_gradients_follows_torch_lbfgs_with_autograd`);
+  `mlp_mse_grads_into` writes the same gradients into `Adam.grads`, bitwise
+  (`test_gradients_written_into_adams_buffer_are_bitwise_the_returned_ones`);
 - `mean_and_var`, `clip` replace `x.mean(0)`, `x.var(0)`, `np.clip`: bitwise
   (`test_normaliser_statistics_are_numpys_mean_and_var_bitwise`,
   `test_fast_numpy_helpers_are_numpys_bitwise`).
@@ -48,6 +51,18 @@ def tanh(x: Tensor) -> Tensor:
     if x.numel() < SIGMOID_TANH_MIN_SIZE:
         return torch.tanh(x)
     return torch.sigmoid(2.0 * x) * 2.0 - 1.0
+
+
+def tanh_(x: Tensor) -> Tensor:
+    """`tanh(x)` computed in x's own memory, bitwise the same numbers, without `tanh`'s temporaries.
+
+    For code that has no further use for x and needs no gradient through it (autograd cannot go
+    through an in-place op on a tensor it needs): the written-out value backprop below, whose
+    pre-activations are dropped once activated. Returns x.
+    """
+    if x.numel() < SIGMOID_TANH_MIN_SIZE:
+        return x.tanh_()
+    return x.mul_(2.0).sigmoid_().mul_(2.0).add_(-1.0)  # x + (−1) is x − 1 exactly
 
 
 class Tanh(nn.Module):
@@ -89,34 +104,54 @@ class Adam:
     (same numbers, bitwise). It is written out because building the first `torch.optim` optimiser
     imports torch._dynamo (1.5–2 s, as long as a whole CartPole run of value fits), and because for
     these small networks torch.optim's per-step bookkeeping costs more than the arithmetic. Takes
-    the gradients as an argument (`step(grads)`), so no `.grad` buffers are kept or zeroed.
+    the gradients as an argument (`step(grads)`), so no `.grad` buffers are kept or zeroed; or, with
+    no argument, reads them from `self.grads`, per-parameter views of one flat buffer that a caller
+    can write into directly (`mlp_mse_grads_into`), which saves concatenating them every step.
     """
+
+    ALIGN = 16
+    """Elements between the starts of two parameters' chunks in the flat vectors: 16 float32 are
+    64 bytes, the alignment of torch's CPU allocations."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
         self.params: list[Tensor] = list(params)
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.t = 0
-        # the moments live in one flat vector each (one kernel per operation instead of one per
-        # tensor); m and v are per-parameter views of them
+        # the moments and the gradient live in one flat vector each (one kernel per operation
+        # instead of one per tensor); m, v and grads are per-parameter views of them. Each
+        # parameter's chunk starts on a 64-byte boundary, as a freshly allocated tensor does: a
+        # matrix product written into a view (`mlp_mse_grads_into`) then gives the same numbers as
+        # one written into a new tensor (BLAS kernels may sum in another order at another alignment)
         self._sizes = [p.numel() for p in self.params]
+        self._starts = [0] * len(self._sizes)
+        end = 0
+        for i, size in enumerate(self._sizes):
+            self._starts[i] = -(-end // self.ALIGN) * self.ALIGN
+            end = self._starts[i] + size
         dtype = self.params[0].dtype if self.params else torch.float32
-        self._m_flat = torch.zeros(sum(self._sizes), dtype=dtype)
-        self._v_flat = torch.zeros(sum(self._sizes), dtype=dtype)
+        self._m_flat = torch.zeros(end, dtype=dtype)  # the gaps stay 0 (Adam's update of g = 0 is 0)
+        self._v_flat = torch.zeros(end, dtype=dtype)
+        self._g_flat = torch.zeros(end, dtype=dtype)
         self.m = self._per_param(self._m_flat)
         self.v = self._per_param(self._v_flat)
+        self.grads = self._per_param(self._g_flat)  # where `step()` reads g when given none
 
     def _per_param(self, flat: Tensor) -> list[Tensor]:
-        return [c.view_as(p) for c, p in zip(torch.split(flat, self._sizes), self.params)]
+        return [flat[start:start + size].view_as(p)
+                for start, size, p in zip(self._starts, self._sizes, self.params)]
 
     @torch.no_grad()
-    def step(self, grads: tuple[Tensor, ...] | list[Tensor]) -> None:
-        """One Adam update of every parameter with its gradient g (in `params` order)."""
+    def step(self, grads: tuple[Tensor, ...] | list[Tensor] | None = None) -> None:
+        """One Adam update of every parameter with its gradient g (in `params` order); with
+        `grads` None, g is what the caller wrote into `self.grads`."""
         beta1, beta2 = self.betas
         self.t += 1
         step_size = self.lr / (1 - beta1**self.t)
         bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
-        g = torch.cat([x.reshape(-1) for x in grads])
+        if grads is not None:
+            torch._foreach_copy_(self.grads, list(grads))
+        g = self._g_flat
         m, v = self._m_flat, self._v_flat
         m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
@@ -181,24 +216,39 @@ def mlp_mse_and_grads(layers: Layers, obs: Tensor, targets: Tensor) -> tuple[Ten
     rounding, at about half the cost (for these small networks autograd's graph bookkeeping costs
     more than the arithmetic, and the value fit takes thousands of these steps per run).
     """
+    grads = [torch.empty_like(linear_part) for linear, _ in layers
+             for linear_part in (linear.weight, linear.bias)]
+    residual = _mlp_backprop(layers, obs, targets, grads)
+    return (residual * residual).mean(), grads
+
+
+@torch.no_grad()
+def mlp_mse_grads_into(layers: Layers, obs: Tensor, targets: Tensor, out: list[Tensor]) -> None:
+    """The gradients of `mlp_mse_and_grads`, bitwise, written into `out` (one tensor per parameter,
+    in `parameters()` order; `Adam.grads` for the value fit), without the loss, which a minibatch
+    step does not use."""
+    _mlp_backprop(layers, obs, targets, out)
+
+
+def _mlp_backprop(layers: Layers, obs: Tensor, targets: Tensor, out: list[Tensor]) -> Tensor:
+    """Write ∂Wₖ, ∂bₖ into out[2k], out[2k + 1] (see `mlp_mse_and_grads`); return V − R̂."""
     activations = [obs]
     for linear, act in layers:
-        z = torch.addmm(linear.bias, activations[-1], linear.weight.t())
-        activations.append(z if act is None else (torch.relu(z) if act == "relu" else tanh(z)))
+        z = torch.addmm(linear.bias, activations[-1], linear.weight.t())  # new: activated in place
+        activations.append(z if act is None else (z.relu_() if act == "relu" else tanh_(z)))
     residual = activations.pop().squeeze(-1) - targets
-    loss = (residual * residual).mean()
     delta = (residual * (2.0 / residual.numel())).unsqueeze(-1)  # ∂loss/∂V, [n, 1]
-    grads: list[Tensor] = []
     for k in range(len(layers) - 1, -1, -1):
         a_prev = activations[k]
-        grads += [delta.sum(0), delta.t().mm(a_prev)]  # ∂bₖ, ∂Wₖ (reversed below)
+        torch.sum(delta, 0, out=out[2 * k + 1])  # ∂bₖ
+        torch.mm(delta.t(), a_prev, out=out[2 * k])  # ∂Wₖ
         if k > 0:
             delta = delta.mm(layers[k][0].weight)
             if layers[k - 1][1] == "relu":
                 delta.mul_(a_prev > 0)
             else:
                 delta.mul_(1.0 - a_prev * a_prev)
-    return loss, grads[::-1]
+    return residual
 
 
 # ───────────────────────────── numpy without the wrappers ─────────────────────────────

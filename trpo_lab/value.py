@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .fast import Adam, mlp_layers, mlp_mse_and_grads
+from .fast import Adam, mlp_layers, mlp_mse_and_grads, mlp_mse_grads_into
 from .policies import ValueFunction
 
 LBFGS_ITERS = 20
@@ -143,8 +143,9 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
             obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
             for start in range(0, n, minibatch_size):
                 x, y = obs_epoch[start:start + minibatch_size], targets_epoch[start:start + minibatch_size]
-                if layers is not None:
-                    optimizer.step(mlp_mse_and_grads(layers, x, y)[1])  # backprop written out (`fast`)
+                if layers is not None:  # backprop written out (`fast`), into Adam's gradient buffer
+                    mlp_mse_grads_into(layers, x, y, optimizer.grads)
+                    optimizer.step()
                 else:
                     loss = ((value_fn(x) - y) ** 2).mean()
                     optimizer.step(torch.autograd.grad(loss, optimizer.params))

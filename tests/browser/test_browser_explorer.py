@@ -5,7 +5,8 @@ runs all cells, waits for the explorer's sliders, three Plotly figures, their HT
 summary bars, then drags the δ slider with
 the mouse and moves the damping slider with the keyboard. After each move the page must show the new
 value in what Plotly drew (the δ line of the line-search view) and in the summary line, and the figures
-and summary bars that depend on it must have changed. One screenshot per state goes to tests/browser/artifacts/.
+and summary bars that depend on it must have changed. One screenshot per state goes to
+tests/browser/artifacts/.
 """
 
 from __future__ import annotations
