@@ -35,6 +35,7 @@ from .session import RANGES, ExplorerSession, Frame, Settings
 from .snapshots import Snapshot
 from .views import (
     cg_caption,
+    edits_change_legend,
     figure_edits,
     frame_figures,
     frame_updates,
@@ -212,9 +213,10 @@ class Explorer:
         computed them, while the page draws the others. Last, the Python figures take the same edits
         (`write_edits(validate=False)`, which sends nothing new: the view functions' values are
         checked by plotly's validators in the tests, and validating them again here took 10–16 ms of
-        kernel time per move beside the page's redraw) and a legend whose swatch changed is sent
-        (`legend_html`). `set` (from Python, e.g. a notebook cell running
-        several moves in a row) sends every figure in one go: one redraw per figure and move.
+        kernel time per move beside the page's redraw); a legend is built again only when an edit
+        changes what it shows (`edits_change_legend`, `legend_html`). `set` (from Python, e.g. a
+        notebook cell running several moves in a row) sends every figure in one go: one redraw per
+        figure and move.
         """
         start = time.perf_counter()
         before, work = self.frame, dict(self.session.work)
@@ -242,8 +244,10 @@ class Explorer:
                 edits[key] = figure_edits(self.figures[key], update)
                 announce(self.figures[key], edits[key])
         for key, edit in edits.items():
+            swatch_changed = edits_change_legend(self.figures[key], edit)
             write_edits(self.figures[key], edit, validate=False)
-            self.legends[key].value = legend_html(self.figures[key])  # sent only if it changed
+            if swatch_changed:
+                self.legends[key].value = legend_html(self.figures[key])
         done = {k: v - work.get(k, 0) for k, v in self.session.work.items() if v != work.get(k, 0)}
         self.updates.append({"settings": frame.settings.as_dict(), "snapshot": frame.snapshot,
                              "views": views, "work": done, "seconds": time.perf_counter() - start})

@@ -515,6 +515,24 @@ def legend_entries(fig: go.Figure) -> list[tuple[str, str]]:
             if (t.showlegend is not False if t.type == "scatter" else t.showlegend is True)]
 
 
+LEGEND_PROPERTIES = ("name", "showlegend", "mode", "line", "marker", "colorscale")
+"""The trace properties a legend entry is drawn from (`_swatch`, `legend_entries`)."""
+
+
+def edits_change_legend(fig: go.Figure, edits: Edits) -> bool:
+    """Whether `edits` (`figure_edits`, not yet written into `fig`) give a property the legend
+    shows a new value, so that `legend_html` must be built again. Most moves change only data
+    (x, y, z, text); the accepted step's marker colour is re-sent with every move of the trust-region
+    view but changes only when the verdict does. A value other than a plain scalar counts as new."""
+    traces, _ = edits
+    for index, props in traces.items():
+        for path, value in props.items():
+            if path.split(".", 1)[0] in LEGEND_PROPERTIES and not (
+                    isinstance(value, str | int | float | bool) and value == fig.data[index][path]):
+                return True
+    return False
+
+
 def legend_html(fig: go.Figure) -> str:
     """`fig`'s legend as HTML (each entry: the trace's line and marker as they are drawn now, its
     display name; `data-key` holds its stable id). The explorer shows its figures' legends this way
