@@ -17,10 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_postbuild_installs_the_package(tmp_path: Path):
+def test_postbuild_installs_the_package_and_hides_nbgraders_instructor_panels(tmp_path: Path):
+    """postBuild installs trpo_lab (into PIP_TARGET here) and turns off and locks nbgrader's
+    instructor panels for the students' JupyterLab (here in a temporary user config instead of the
+    environment's), leaving the students' assignment list and validate button on."""
     script = ROOT / "postBuild"
     assert os.access(script, os.X_OK), "postBuild must be executable (repo2docker runs it directly)"
-    env = {**os.environ, "PIP_TARGET": str(tmp_path / "site"),
+    config = tmp_path / "jupyter_config"
+    env = {**os.environ, "PIP_TARGET": str(tmp_path / "site"), "TRPO_LAB_JUPYTER_LEVEL": "user",
+           "JUPYTER_CONFIG_DIR": str(config),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     source = tmp_path / "repo"  # a copy, so the build leaves nothing in the work tree
     source.mkdir()
@@ -35,6 +40,17 @@ def test_postbuild_installs_the_package(tmp_path: Path):
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-3000:]
     assert probe.stdout.strip().startswith(str(tmp_path / "site")), probe.stdout
+
+    instructor = {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:course-list",
+                  "@jupyter/nbgrader:create-assignment"}
+    page_config = json.loads((config / "labconfig" / "page_config.json").read_text())
+    assert set(page_config["disabledExtensions"]) == set(page_config["lockedExtensions"]) == instructor
+    listed = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "labextension", "list"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    printed = listed.stdout + listed.stderr  # jupyter prints the list to stderr
+    assert set(printed.split("Disabled extensions:")[1].split()) == instructor, printed  # what loads
+    assert "@jupyter/nbgrader v" in printed  # the package, with the students' panels, stays on
 
 
 def test_the_student_requirements_resolve_together():
