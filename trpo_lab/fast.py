@@ -124,11 +124,11 @@ class Adam:
         # matrix product written into a view (`mlp_mse_grads_into`) then gives the same numbers as
         # one written into a new tensor (BLAS kernels may sum in another order at another alignment)
         self._sizes = [p.numel() for p in self.params]
-        self._starts = [0] * len(self._sizes)
+        self._starts: list[int] = []
         end = 0
-        for i, size in enumerate(self._sizes):
-            self._starts[i] = -(-end // self.ALIGN) * self.ALIGN
-            end = self._starts[i] + size
+        for size in self._sizes:
+            self._starts.append(-(-end // self.ALIGN) * self.ALIGN)  # end rounded up to ALIGN
+            end = self._starts[-1] + size
         dtype = self.params[0].dtype if self.params else torch.float32
         self._m_flat = torch.zeros(end, dtype=dtype)  # the gaps stay 0 (Adam's update of g = 0 is 0)
         self._v_flat = torch.zeros(end, dtype=dtype)
