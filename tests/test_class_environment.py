@@ -17,13 +17,27 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
+SERVER_PROBE = """
+import json
+from jupyter_server.serverapp import ServerApp
+app = ServerApp()
+app.initialize(argv=["--ServerApp.open_browser=False"], find_extensions=True, new_httpserver=False)
+print(json.dumps({k: v for k, v in app.jpserver_extensions.items() if k.startswith("nbgrader")}))
+"""
+
+
 def test_postbuild_installs_the_package_and_hides_nbgraders_instructor_panels(tmp_path: Path):
     """postBuild installs trpo_lab (into PIP_TARGET here) and turns off and locks nbgrader's
-    instructor panels for the students' JupyterLab (here in a temporary user config instead of the
-    environment's), leaving the students' assignment list and validate button on."""
+    instructor panels for the students' JupyterLab, and keeps the server from loading the formgrader
+    and course-list extensions (here in a temporary user config instead of the environment's),
+    leaving the students' assignment list and validate button on and the user's own server settings
+    as they were."""
     script = ROOT / "postBuild"
     assert os.access(script, os.X_OK), "postBuild must be executable (repo2docker runs it directly)"
     config = tmp_path / "jupyter_config"
+    config.mkdir()
+    own = {"ServerApp": {"iopub_data_rate_limit": 12345.0, "jpserver_extensions": {"some.extension": True}}}
+    (config / "jupyter_server_config.json").write_text(json.dumps(own))
     env = {**os.environ, "PIP_TARGET": str(tmp_path / "site"), "TRPO_LAB_JUPYTER_LEVEL": "user",
            "JUPYTER_CONFIG_DIR": str(config),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
@@ -51,6 +65,29 @@ def test_postbuild_installs_the_package_and_hides_nbgraders_instructor_panels(tm
     printed = listed.stdout + listed.stderr  # jupyter prints the list to stderr
     assert set(printed.split("Disabled extensions:")[1].split()) == instructor, printed  # what loads
     assert "@jupyter/nbgrader v" in printed  # the package, with the students' panels, stays on
+
+    server = json.loads((config / "jupyter_server_config.json").read_text())["ServerApp"]
+    assert server["iopub_data_rate_limit"] == 12345.0 and server["jpserver_extensions"]["some.extension"]
+    loaded = subprocess.run([sys.executable, "-c", SERVER_PROBE], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == {  # what a server started there loads
+        "nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False,
+        "nbgrader.server_extensions.assignment_list": True,
+        "nbgrader.server_extensions.validate_assignment": True}
+
+
+def test_postbuild_refuses_an_unknown_configuration_level(tmp_path: Path):
+    env = {**os.environ, "PIP_TARGET": str(tmp_path / "site"), "TRPO_LAB_JUPYTER_LEVEL": "global",
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter_config"),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    source = tmp_path / "repo"
+    source.mkdir()
+    shutil.copy2(ROOT / "postBuild", source / "postBuild")
+    done = subprocess.run([str(source / "postBuild")], cwd=source, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 2
+    assert "TRPO_LAB_JUPYTER_LEVEL=global; allowed: user, sys_prefix, system" in done.stderr
 
 
 def test_the_student_requirements_resolve_together():
