@@ -159,27 +159,67 @@ def test_in_place_tanh_is_tanh_bitwise():
         assert torch.equal(work, expected), float((work - expected).abs().max())
 
 
-@pytest.mark.parametrize("hidden, activation", [((64, 64), "tanh"), ((7, 5, 3), "relu")])
-def test_gradients_written_into_adams_buffer_are_bitwise_the_returned_ones(hidden, activation):
-    """fit_value's minibatch step (`mlp_mse_grads_into` into `Adam.grads`, then `step()`) moves the
-    net exactly as `step(grads)` with the gradients `mlp_mse_and_grads` returns: float32, minibatches
-    of 256 rows (256 × 64 units take tanh's sigmoid form)."""
+@pytest.mark.parametrize("hidden, activation, n, minibatch", [((64, 64), "tanh", 1024, 256),
+                                                         ((7, 5, 3), "relu", 300, 64),
+                                                         ((64,), "tanh", 500, 200)])
+def test_compiled_value_fit_is_the_python_loop_bitwise(hidden, activation, n, minibatch, monkeypatch):
+    """`fit_mlp_value` (the loop compiled by TorchScript) and its Python fallback `_fit_epochs` move
+    the net and Adam's moments exactly as the loop fit_value ran in Python before: per minibatch,
+    fresh gradients from `mlp_mse_and_grads`, then `Adam.step(grads)`. Float32; 256 × 64 units take
+    tanh's sigmoid form, 64 × 7 do not; minibatch sizes that leave a shorter last minibatch."""
+    assert isinstance(fast._compiled_fit_epochs(), torch.jit.ScriptFunction)  # what runs is compiled
     torch.manual_seed(0)
-    into = ValueFunction(6, hidden, activation)
-    returned = copy.deepcopy(into)
-    opt_into, opt_returned = Adam(into.parameters(), lr=3e-3), Adam(returned.parameters(), lr=3e-3)
-    layers_into, layers_returned = fast.mlp_layers(into), fast.mlp_layers(returned)
-    obs = torch.randn(1024, 6)
+    compiled = ValueFunction(6, hidden, activation)
+    fallback, reference = copy.deepcopy(compiled), copy.deepcopy(compiled)
+    opts = [Adam(net.parameters(), lr=3e-3) for net in (compiled, fallback, reference)]
+    obs = torch.randn(n, 6)
     targets = 5.0 * obs[:, 0] - obs[:, 1] ** 2 + 20.0
-    for k in range(12):
-        x, y = obs[k % 4 * 256:(k % 4 + 1) * 256], targets[k % 4 * 256:(k % 4 + 1) * 256]
-        fast.mlp_mse_grads_into(layers_into, x, y, opt_into.grads)
-        _, grads = fast.mlp_mse_and_grads(layers_returned, x, y)
-        assert all(torch.equal(a, b) for a, b in zip(opt_into.grads, grads))
-        assert all(float(g.abs().max()) > 0 for g in grads)
-        opt_into.step()
-        opt_returned.step(grads)
-        assert all(torch.equal(a, b) for a, b in zip(into.parameters(), returned.parameters()))
+    with torch.no_grad():
+        loss_before = float((compiled(obs) - targets).pow(2).mean())
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):  # three fits of two epochs, Adam's step count carried from one to the next
+        orders = [torch.randperm(n, generator=generator) for _ in range(2)]
+        steps = fast.fit_mlp_value(fast.mlp_layers(compiled), opts[0], obs, targets, orders, minibatch)
+        with monkeypatch.context() as patch:
+            patch.setattr(fast, "_compiled_fit_epochs", lambda: fast._fit_epochs)
+            assert fast.fit_mlp_value(fast.mlp_layers(fallback), opts[1], obs, targets, orders,
+                                      minibatch) == steps
+        for order in orders:
+            obs_epoch, targets_epoch = obs[order], targets[order]
+            for start in range(0, n, minibatch):
+                rows = slice(start, start + minibatch)
+                layers = fast.mlp_layers(reference)
+                opts[2].step(fast.mlp_mse_and_grads(layers, obs_epoch[rows], targets_epoch[rows])[1])
+        assert steps == 2 * -(-n // minibatch) and opts[0].t == opts[1].t == opts[2].t
+        for net, opt in ((compiled, opts[0]), (fallback, opts[1])):
+            assert all(torch.equal(a, b) for a, b in zip(net.parameters(), reference.parameters()))
+            assert all(torch.equal(a, b) for a, b in zip(opt.m + opt.v, opts[2].m + opts[2].v))
+    with torch.no_grad():
+        assert float((compiled(obs) - targets).pow(2).mean()) < loss_before  # it did fit
+
+
+def test_value_fit_runs_in_python_when_torchscript_cannot_compile(monkeypatch):
+    def refuse(fn):
+        raise RuntimeError("no TorchScript here\nsecond line")
+
+    fast._compiled_fit_epochs.cache_clear()
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    try:
+        with pytest.warns(RuntimeWarning, match="RuntimeError: no TorchScript here\\); it runs in Python"):
+            assert fast._compiled_fit_epochs() is fast._fit_epochs
+        value_fn = ValueFunction(3)
+        report = fit_value(value_fn, torch.randn(64, 3), torch.randn(64), make_value_optimizer(value_fn),
+                           epochs=1, minibatch_size=16)
+        assert report.updates == 4
+    finally:
+        fast._compiled_fit_epochs.cache_clear()
+
+
+def test_compiled_value_fit_names_a_foreign_optimiser():
+    value_fn = ValueFunction(3)
+    with pytest.raises(ValueError, match="optimiser's parameters must be the layers'"):
+        fast.fit_mlp_value(fast.mlp_layers(value_fn), Adam(ValueFunction(3).parameters()), torch.randn(8, 3),
+                           torch.randn(8), [torch.randperm(8)], 4)
 
 
 def test_normaliser_statistics_are_numpys_mean_and_var_bitwise():
@@ -220,7 +260,7 @@ def test_fast_module_lists_every_path_with_its_test():
     assert named, "fast's module doc should name the tests that hold each path"
     assert all(hasattr(here, name) for name in named), sorted(n for n in named if not hasattr(here, n))
     for name in ("tanh", "tanh_", "Tanh", "mlp_forward", "Adam", "mse_and_grads", "mlp_mse_and_grads",
-                 "mlp_mse_grads_into", "mean_and_var", "clip"):
+                 "fit_mlp_value", "mean_and_var", "clip"):
         assert f"`{name}`" in fast.__doc__ and hasattr(fast, name)
 
 

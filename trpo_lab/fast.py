@@ -15,8 +15,9 @@ what it replaces, whether it gives the same numbers bitwise or to float rounding
   (`test_written_out_value_gradients_are_autograds`,
   `test_value_fit_with_written_out_gradients_follows_torch_adam_with_autograd`,
   `test_lbfgs_value_fit_with_written_out_gradients_follows_torch_lbfgs_with_autograd`);
-  `mlp_mse_grads_into` writes the same gradients into `Adam.grads`, bitwise
-  (`test_gradients_written_into_adams_buffer_are_bitwise_the_returned_ones`);
+  `fit_mlp_value` replaces fit_value's minibatch loop in Python (those gradients written into
+  `Adam.grads`, then `Adam.step()`) by the same loop compiled with TorchScript: bitwise
+  (`test_compiled_value_fit_is_the_python_loop_bitwise`);
 - `mean_and_var`, `clip` replace `x.mean(0)`, `x.var(0)`, `np.clip`: bitwise
   (`test_normaliser_statistics_are_numpys_mean_and_var_bitwise`,
   `test_fast_numpy_helpers_are_numpys_bitwise`).
@@ -26,6 +27,9 @@ Nothing here is new math: delete a path, call the plain version it names, and th
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
 
 import numpy as np
 import torch
@@ -53,14 +57,16 @@ def tanh(x: Tensor) -> Tensor:
     return torch.sigmoid(2.0 * x) * 2.0 - 1.0
 
 
-def tanh_(x: Tensor) -> Tensor:
+def tanh_(x: Tensor, min_size: int = SIGMOID_TANH_MIN_SIZE) -> Tensor:
     """`tanh(x)` computed in x's own memory, bitwise the same numbers, without `tanh`'s temporaries.
 
     For code that has no further use for x and needs no gradient through it (autograd cannot go
     through an in-place op on a tensor it needs): the written-out value backprop below, whose
-    pre-activations are dropped once activated. Returns x.
+    pre-activations are dropped once activated. Returns x. (`min_size` is `SIGMOID_TANH_MIN_SIZE`,
+    an argument only because TorchScript, which compiles this inside the value fit, reads no
+    module globals.)
     """
-    if x.numel() < SIGMOID_TANH_MIN_SIZE:
+    if x.numel() < min_size:
         return x.tanh_()
     return x.mul_(2.0).sigmoid_().mul_(2.0).add_(-1.0)  # x + (−1) is x − 1 exactly
 
@@ -106,7 +112,7 @@ class Adam:
     these small networks torch.optim's per-step bookkeeping costs more than the arithmetic. Takes
     the gradients as an argument (`step(grads)`), so no `.grad` buffers are kept or zeroed; or, with
     no argument, reads them from `self.grads`, per-parameter views of one flat buffer that a caller
-    can write into directly (`mlp_mse_grads_into`), which saves concatenating them every step.
+    can write into directly (`fit_mlp_value` does), which saves concatenating them every step.
     """
 
     ALIGN = 16
@@ -121,7 +127,7 @@ class Adam:
         # the moments and the gradient live in one flat vector each (one kernel per operation
         # instead of one per tensor); m, v and grads are per-parameter views of them. Each
         # parameter's chunk starts on a 64-byte boundary, as a freshly allocated tensor does: a
-        # matrix product written into a view (`mlp_mse_grads_into`) then gives the same numbers as
+        # matrix product written into a view (`fit_mlp_value`) then gives the same numbers as
         # one written into a new tensor (BLAS kernels may sum in another order at another alignment)
         self._sizes = [p.numel() for p in self.params]
         self._starts: list[int] = []
@@ -147,17 +153,10 @@ class Adam:
         `grads` None, g is what the caller wrote into `self.grads`."""
         beta1, beta2 = self.betas
         self.t += 1
-        step_size = self.lr / (1 - beta1**self.t)
-        bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
         if grads is not None:
             torch._foreach_copy_(self.grads, list(grads))
-        g = self._g_flat
-        m, v = self._m_flat, self._v_flat
-        m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
-        denom = v.sqrt().div_(bias_correction2_sqrt).add_(self.eps)  # √v / √(1 − β₂ᵗ) + ε
-        update = torch.mul(m, -step_size).div_(denom)  # in the order addcdiv evaluates it
-        torch._foreach_add_(self.params, self._per_param(update))
+        _adam_update(self.params, self._starts, self._g_flat, self._m_flat, self._v_flat, self.t,
+                     self.lr, beta1, beta2, self.eps)
 
     def state_dict(self) -> dict:
         return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
@@ -171,6 +170,23 @@ class Adam:
         self.betas = tuple(state["betas"])
         for mine, saved in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
             mine.copy_(saved)
+
+
+def _adam_update(params: list[Tensor], starts: list[int], g: Tensor, m: Tensor, v: Tensor, t: int,
+                 lr: float, beta1: float, beta2: float, eps: float) -> None:
+    """`Adam.step`'s arithmetic on its flat vectors g, m, v at step t (each parameter's chunk of
+    the update starts at `starts[i]`); plain tensors and numbers, so TorchScript can compile it
+    into `fit_mlp_value` too."""
+    step_size = lr / (1 - beta1**t)
+    bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+    m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
+    denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)  # √v / √(1 − β₂ᵗ) + ε
+    update = torch.mul(m, -step_size).div_(denom)  # in the order addcdiv evaluates it
+    chunks: list[Tensor] = []
+    for p, start in zip(params, starts):
+        chunks.append(update[start:start + p.numel()].view_as(p))
+    torch._foreach_add_(params, chunks)
 
 
 # ───────────────────────────── value-net backprop written out ─────────────────────────────
@@ -218,37 +234,103 @@ def mlp_mse_and_grads(layers: Layers, obs: Tensor, targets: Tensor) -> tuple[Ten
     """
     grads = [torch.empty_like(linear_part) for linear, _ in layers
              for linear_part in (linear.weight, linear.bias)]
-    residual = _mlp_backprop(layers, obs, targets, grads)
+    weights, biases, relu = _unpack(layers)
+    residual = _mlp_backprop(weights, biases, relu, obs, targets, grads)
     return (residual * residual).mean(), grads
 
 
-@torch.no_grad()
-def mlp_mse_grads_into(layers: Layers, obs: Tensor, targets: Tensor, out: list[Tensor]) -> None:
-    """The gradients of `mlp_mse_and_grads`, bitwise, written into `out` (one tensor per parameter,
-    in `parameters()` order; `Adam.grads` for the value fit), without the loss, which a minibatch
-    step does not use."""
-    _mlp_backprop(layers, obs, targets, out)
+def _unpack(layers: Layers) -> tuple[list[Tensor], list[Tensor], list[bool]]:
+    """layers as plain lists: weights, biases, and whether each layer's activation is relu."""
+    return ([linear.weight for linear, _ in layers], [linear.bias for linear, _ in layers],
+            [act == "relu" for _, act in layers])
 
 
-def _mlp_backprop(layers: Layers, obs: Tensor, targets: Tensor, out: list[Tensor]) -> Tensor:
-    """Write ∂Wₖ, ∂bₖ into out[2k], out[2k + 1] (see `mlp_mse_and_grads`); return V − R̂."""
+def _mlp_backprop(weights: list[Tensor], biases: list[Tensor], relu: list[bool], obs: Tensor,
+                  targets: Tensor, out: list[Tensor]) -> Tensor:
+    """Write ∂Wₖ, ∂bₖ into out[2k], out[2k + 1] (see `mlp_mse_and_grads`; activation tanh, or relu
+    where relu[k], none after the last layer); return V − R̂."""
+    last = len(weights) - 1
     activations = [obs]
-    for linear, act in layers:
-        z = torch.addmm(linear.bias, activations[-1], linear.weight.t())  # new: activated in place
-        activations.append(z if act is None else (z.relu_() if act == "relu" else tanh_(z)))
+    for k in range(len(weights)):
+        z = torch.addmm(biases[k], activations[-1], weights[k].t())  # new: activated in place
+        if k < last:
+            z = z.relu_() if relu[k] else tanh_(z)
+        activations.append(z)
     residual = activations.pop().squeeze(-1) - targets
     delta = (residual * (2.0 / residual.numel())).unsqueeze(-1)  # ∂loss/∂V, [n, 1]
-    for k in range(len(layers) - 1, -1, -1):
+    for k in range(last, -1, -1):
         a_prev = activations[k]
-        torch.sum(delta, 0, out=out[2 * k + 1])  # ∂bₖ
+        torch.sum(delta, [0], out=out[2 * k + 1])  # ∂bₖ
         torch.mm(delta.t(), a_prev, out=out[2 * k])  # ∂Wₖ
         if k > 0:
-            delta = delta.mm(layers[k][0].weight)
-            if layers[k - 1][1] == "relu":
+            delta = delta.mm(weights[k])
+            if relu[k - 1]:
                 delta.mul_(a_prev > 0)
             else:
                 delta.mul_(1.0 - a_prev * a_prev)
     return residual
+
+
+# ───────────────────────────── the value fit's loop, compiled ─────────────────────────────
+
+
+@torch.no_grad()
+def fit_mlp_value(layers: Layers, optimizer: Adam, obs: Tensor, targets: Tensor, orders: list[Tensor],
+                  minibatch_size: int) -> int:
+    """Minibatch Adam on the value MSE of an MLP: for each permutation in `orders` (one an epoch),
+    the rows in minibatches of `minibatch_size`, each the gradients of `mlp_mse_and_grads` written
+    into `optimizer.grads`, then `optimizer.step()`. Returns the number of steps.
+
+    Replaces that loop written in Python (`_fit_epochs`, what `fit_value` ran before): the same
+    operations in the same order, compiled by TorchScript, so the numbers are the same bitwise
+    (`test_compiled_value_fit_is_the_python_loop_bitwise`) and Python's per-operation overhead — a
+    quarter of the value fit's time on these small networks — is gone. Runs without TorchScript's
+    graph optimisations (they could fuse or reorder operations); where TorchScript is unavailable
+    (or PYTORCH_JIT=0) the Python loop runs itself.
+    """
+    mine = [p for linear, _ in layers for p in (linear.weight, linear.bias)]
+    if len(optimizer.params) != len(mine) or any(p is not q for p, q in zip(optimizer.params, mine)):
+        raise ValueError("the optimiser's parameters must be the layers' weights and biases, in order")
+    weights, biases, relu = _unpack(layers)
+    with torch.jit.optimized_execution(False):
+        optimizer.t = _compiled_fit_epochs()(
+            weights, biases, relu, optimizer.params, optimizer._starts, optimizer.grads,
+            optimizer._g_flat, optimizer._m_flat, optimizer._v_flat, obs, targets, orders, minibatch_size,
+            optimizer.t, optimizer.lr, optimizer.betas[0], optimizer.betas[1], optimizer.eps)
+    return len(orders) * -(-obs.shape[0] // minibatch_size)
+
+
+def _fit_epochs(weights: list[Tensor], biases: list[Tensor], relu: list[bool], params: list[Tensor],
+                starts: list[int], grads: list[Tensor], g: Tensor, m: Tensor, v: Tensor, obs: Tensor,
+                targets: Tensor, orders: list[Tensor], minibatch_size: int, t: int, lr: float,
+                beta1: float, beta2: float, eps: float) -> int:
+    """`fit_mlp_value`'s loop over plain tensors (TorchScript compiles this); returns Adam's new t."""
+    n = obs.shape[0]
+    for order in orders:
+        obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
+        for start in range(0, n, minibatch_size):
+            _mlp_backprop(weights, biases, relu, obs_epoch[start:start + minibatch_size],
+                          targets_epoch[start:start + minibatch_size], grads)
+            t += 1
+            _adam_update(params, starts, g, m, v, t, lr, beta1, beta2, eps)
+    return t
+
+
+@functools.cache
+def _compiled_fit_epochs():
+    """`_fit_epochs` compiled by TorchScript once a process (~0.1 s), or `_fit_epochs` itself when
+    TorchScript cannot compile it. (torch deprecates `torch.jit.script` in favour of
+    `torch.compile`, whose fused kernels would change the numbers; the pinned torch still uses
+    TorchScript internally.)"""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(_fit_epochs)
+    except Exception as error:  # noqa: BLE001 - any failure to compile: run the same loop in Python
+        warnings.warn(f"TorchScript could not compile the value fit ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0] if str(error) else ''}); it runs in Python "
+                      "(same numbers, slower)", RuntimeWarning, stacklevel=3)
+        return _fit_epochs
 
 
 # ───────────────────────────── numpy without the wrappers ─────────────────────────────

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .fast import Adam, mlp_layers, mlp_mse_and_grads, mlp_mse_grads_into
+from .fast import Adam, fit_mlp_value, mlp_layers, mlp_mse_and_grads
 from .policies import ValueFunction
 
 LBFGS_ITERS = 20
@@ -95,7 +95,8 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
     `epochs` full-batch L-BFGS calls (up to its `max_iter` iterations each) when `optimizer` is
     L-BFGS. `updates` in the report counts minibatch steps or L-BFGS calls. When the optimiser
     holds exactly `value_fn`'s parameters and the net is a plain MLP, the gradients come from
-    `fast.mlp_mse_and_grads` (backprop written out) instead of autograd.
+    `fast.mlp_mse_and_grads` (backprop written out) instead of autograd, and with Adam the whole
+    minibatch loop runs compiled (`fast.fit_mlp_value`).
 
     Raises `ValueFitError` when the loss is not finite, before fitting (targets so large that their
     squares overflow: rewards of 1e30 give targets of ~1e31; Adam's √v would be inf and every update
@@ -138,18 +139,17 @@ def fit_value(value_fn: ValueFunction, obs: Tensor, targets: Tensor,
         own_params = len(optimizer.params) == len(params) and all(
             p is q for p, q in zip(optimizer.params, params))
         layers = mlp_layers(value_fn) if own_params else None  # None: gradients by autograd
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator)
-            obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
-            for start in range(0, n, minibatch_size):
-                x, y = obs_epoch[start:start + minibatch_size], targets_epoch[start:start + minibatch_size]
-                if layers is not None:  # backprop written out (`fast`), into Adam's gradient buffer
-                    mlp_mse_grads_into(layers, x, y, optimizer.grads)
-                    optimizer.step()
-                else:
-                    loss = ((value_fn(x) - y) ** 2).mean()
+        orders = [torch.randperm(n, generator=generator) for _ in range(epochs)]
+        if layers is not None:  # backprop written out, the whole loop compiled (`fast`)
+            updates = fit_mlp_value(layers, optimizer, obs, targets, orders, minibatch_size)
+        else:
+            for order in orders:
+                obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then slices
+                for start in range(0, n, minibatch_size):
+                    rows = slice(start, start + minibatch_size)
+                    loss = ((value_fn(obs_epoch[rows]) - targets_epoch[rows]) ** 2).mean()
                     optimizer.step(torch.autograd.grad(loss, optimizer.params))
-                updates += 1
+                    updates += 1
     else:  # any torch.optim optimiser (e.g. torch.optim.Adam built by the caller)
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
