@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .fast import Adam
 from .problem import UpdateProblem
 
 
@@ -40,9 +41,11 @@ def ppo_clip_update(problem: UpdateProblem, clip: float = 0.2, epochs: int = 10,
                     minibatch_size: int = 64, lr: float = 3e-4,
                     generator: torch.Generator | None = None) -> PPOResult:
     """`epochs` passes of Adam over shuffled minibatches of −L^CLIP, starting at θ_old (Adam's state
-    starts fresh every update). Deterministic for a given `generator`."""
+    starts fresh every update). Deterministic for a given `generator`. Adam is `fast.Adam`, bitwise
+    `torch.optim.Adam`, without the second or two the first `torch.optim` optimiser of a process
+    spends importing torch._dynamo (which made a first PPO step look 100× a TRPO step)."""
     theta = problem.theta_old.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([theta], lr=lr)
+    optimizer = Adam([theta], lr=lr)
     n = problem.batch_size
     size = min(minibatch_size, n)
     losses: list[float] = []
@@ -52,9 +55,7 @@ def ppo_clip_update(problem: UpdateProblem, clip: float = 0.2, epochs: int = 10,
         for start in range(0, n, size):
             rows = order[start:start + size]
             objective, _ = clipped_surrogate(problem, theta, clip, rows)
-            optimizer.zero_grad()
-            (-objective).backward()
-            optimizer.step()
+            optimizer.step(torch.autograd.grad(-objective, [theta]))
             total, count = total - float(objective.detach()), count + 1
         losses.append(total / count)
     theta = theta.detach()
