@@ -192,6 +192,22 @@ def test_near_constant_advantages_are_rejected_with_a_clear_reason():
     assert torch.equal(report.theta_new, problem.theta_old)
 
 
+def test_a_resolved_float64_spread_on_a_large_offset_is_a_signal():
+    """The rounding cut-off scales with the dtype: in float64 a spread of 1e-4 on an offset of 100
+    is ~5e10 units of rounding, a real signal (a fixed 1e-5·max|Â| cut-off called it constant)."""
+    policy = small_policy("categorical")
+    obs = torch.randn(256, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    actions = policy.sample(obs)
+    adv = 100.0 + 1e-4 * torch.randn(256, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    problem = make_update_problem(policy, obs, actions, adv, normalize_advantages=True)
+    report = update_step(problem, StepSettings())
+    assert report.accepted
+    assert float(problem.advantages.std()) == pytest.approx(1.0, rel=1e-3)  # std / (std + 1e-8)
+    float32 = make_update_problem(policy.float(), obs.float(), actions, adv.float(),
+                                  normalize_advantages=True)
+    assert float(float32.advantages.abs().max()) == 0.0  # in float32 that spread is ~1 ulp: no signal
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
 def test_ppo_clip_is_minibatch_torch_adam_on_the_clipped_surrogate_bitwise(kind):
     """`ppo_clip_update` is the plain loop with `torch.optim.Adam` (its `fast.Adam` gives the same

@@ -113,24 +113,28 @@ def make_update_problem(policy: Policy, obs: Tensor, actions: Tensor, advantages
                          old_log_prob, rows, degenerate, groups)
 
 
-ROUNDING_SPREAD = 1e-5
-"""Advantages whose std is below this fraction of their largest magnitude differ only by rounding."""
+ROUNDING_SPREAD_ULPS = 1e-5 / torch.finfo(torch.float32).eps
+"""Advantages whose std is below this many units of rounding (machine epsilons of their dtype) times
+their largest magnitude differ only by rounding: ~84, i.e. a std below 1e-5·max|Â| in float32 and
+below 1.9e-14·max|Â| in float64."""
 
 
 def normalized_and_note(advantages: Tensor, eps: float = 1e-8) -> tuple[Tensor, str]:
     """(Â − mean) / (std + eps), and a note when that would be meaningless.
 
-    A batch of one step, or advantages that are constant up to rounding (std ≤ 1e-5·max|Â|: a float32
-    constant 0.1 has a std of ~1e-9), carry no information about which action is better; scaling
-    their rounding noise up to unit variance would fake a signal. They become 0 (so g = 0) and the
-    note says why, for the step's report.
+    A batch of one step, or advantages that are constant up to rounding (std ≤ ~84 machine epsilons
+    of their dtype times max|Â|: 1e-5·max|Â| in float32, where a constant 0.1 has a std of ~1e-9),
+    carry no information about which action is better; scaling their rounding noise up to unit
+    variance would fake a signal. They become 0 (so g = 0) and the note says why, for the step's
+    report. (The cut-off scales with the dtype, so a float64 spread of 1e-4 on an offset of 100 —
+    well resolved — stays a signal.)
     """
     centred = advantages - advantages.mean()
     if advantages.numel() < 2:
         return torch.zeros_like(advantages), "a batch of one step: the advantages' spread is undefined"
     std = float(advantages.std())
     scale = float(advantages.abs().max())
-    if std <= ROUNDING_SPREAD * scale or std == 0.0:
+    if std <= ROUNDING_SPREAD_ULPS * torch.finfo(advantages.dtype).eps * scale or std == 0.0:
         return torch.zeros_like(advantages), (
             f"the advantages are constant up to rounding (std {std:.3g} vs max |Â| {scale:.3g}): "
             "no action looks better than another, so there is nothing to improve")

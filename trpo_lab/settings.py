@@ -101,16 +101,17 @@ class StepSettings:
     accept_rule: str = setting(
         "strict", "Line-search acceptance: 'strict' (KL ≤ δ and L improves: the paper's Appendix C), "
         "'improvement-ratio' (L improves by ≥ accept_ratio of the linear model's prediction, KL "
-        "unchecked: the original code) or 'kl-1.5' (KL ≤ 1.5δ and L does not decrease: OpenAI "
+        "unchecked: the original code, modular_rl) or 'kl-1.5' (KL ≤ 1.5δ and L does not decrease: OpenAI "
         "baselines).", "must be 'strict', 'improvement-ratio' or 'kl-1.5'",
         _choice("strict", "improvement-ratio", "kl-1.5"), label="accept rule", rules=_LS)
     accept_ratio: float = setting(
         0.1, "With accept_rule 'improvement-ratio': the fraction of the predicted gain a trial must "
         "realise.", "must lie in (0, 1]", _number(0.0, 1.0, lo_open=True), rules=_LS)
     kl_direction: str = setting(
-        "old-new", "The KL the constraint measures: 'old-new' is KL(π_old ‖ π_θ) (the paper), "
-        "'new-old' is KL(π_θ ‖ π_old) (the original code, Spinning Up). Both have the Hessian F at "
-        "θ_old, so only the line search's check differs.", "must be 'old-new' or 'new-old'",
+        "old-new", "The KL the constraint measures: 'old-new' is KL(π_old ‖ π_θ) (the paper; the "
+        "original code, modular_rl, computes this one but never checks it) or 'new-old' is "
+        "KL(π_θ ‖ π_old) (Spinning Up's Gaussian policies). Both have the Hessian F at θ_old, so "
+        "only the line search's check differs.", "must be 'old-new' or 'new-old'",
         _choice("old-new", "new-old"), label="KL direction", rules=_TR)
     fisher: str = setting(
         "analytic", "Fisher matrix F: 'analytic' (the Hessian of the mean KL) or 'empirical' (the mean "

@@ -38,7 +38,7 @@ class IterationRecord:
     mean_return: float  # mean return of the last 20 finished episodes (NaN before the first)
     mean_length: float
     max_kl: float  # δ
-    kl: float  # KL̄(π_old ‖ π_new) of the accepted step (0 when rejected)
+    kl: float  # KL̄ of the accepted step, in the step's kl_direction (default π_old ‖ π_new); 0 when rejected
     surrogate_gain: float  # L(θ_new) − L(θ_old)
     predicted_improvement: float  # g·(full step); NaN when the rule proposes none
     backtracks: float  # line-search rejections (an integer); NaN for rules without a line search
