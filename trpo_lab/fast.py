@@ -139,9 +139,11 @@ class Adam:
         self._m_flat = torch.zeros(end, dtype=dtype)  # the gaps stay 0 (Adam's update of g = 0 is 0)
         self._v_flat = torch.zeros(end, dtype=dtype)
         self._g_flat = torch.zeros(end, dtype=dtype)
+        self._update_flat = torch.zeros(end, dtype=dtype)  # each step's Δφ, written in place
         self.m = self._per_param(self._m_flat)
         self.v = self._per_param(self._v_flat)
         self.grads = self._per_param(self._g_flat)  # where `step()` reads g when given none
+        self._updates = self._per_param(self._update_flat)
 
     def _per_param(self, flat: Tensor) -> list[Tensor]:
         return [flat[start:start + size].view_as(p)
@@ -155,8 +157,8 @@ class Adam:
         self.t += 1
         if grads is not None:
             torch._foreach_copy_(self.grads, list(grads))
-        _adam_update(self.params, self._starts, self._g_flat, self._m_flat, self._v_flat, self.t,
-                     self.lr, beta1, beta2, self.eps)
+        _adam_update(self.params, self._updates, self._g_flat, self._m_flat, self._v_flat,
+                     self._update_flat, self.t, self.lr, beta1, beta2, self.eps)
 
     def state_dict(self) -> dict:
         return {"t": self.t, "lr": self.lr, "betas": self.betas, "eps": self.eps,
@@ -172,21 +174,18 @@ class Adam:
             mine.copy_(saved)
 
 
-def _adam_update(params: list[Tensor], starts: list[int], g: Tensor, m: Tensor, v: Tensor, t: int,
-                 lr: float, beta1: float, beta2: float, eps: float) -> None:
-    """`Adam.step`'s arithmetic on its flat vectors g, m, v at step t (each parameter's chunk of
-    the update starts at `starts[i]`); plain tensors and numbers, so TorchScript can compile it
-    into `fit_mlp_value` too."""
+def _adam_update(params: list[Tensor], updates: list[Tensor], g: Tensor, m: Tensor, v: Tensor,
+                 update: Tensor, t: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
+    """`Adam.step`'s arithmetic on its flat vectors g, m, v at step t; the update is written into
+    the flat `update`, of which `updates` are the per-parameter views. Plain tensors and numbers, so
+    TorchScript can compile it into `fit_mlp_value` too."""
     step_size = lr / (1 - beta1**t)
     bias_correction2_sqrt = (1 - beta2**t) ** 0.5
     m.lerp_(g, 1 - beta1)  # m ← m + (1 − β₁)(g − m)
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1 − β₂)g²
     denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)  # √v / √(1 − β₂ᵗ) + ε
-    update = torch.mul(m, -step_size).div_(denom)  # in the order addcdiv evaluates it
-    chunks: list[Tensor] = []
-    for p, start in zip(params, starts):
-        chunks.append(update[start:start + p.numel()].view_as(p))
-    torch._foreach_add_(params, chunks)
+    torch.mul(m, -step_size, out=update).div_(denom)  # in the order addcdiv evaluates it
+    torch._foreach_add_(params, updates)
 
 
 # ───────────────────────────── value-net backprop written out ─────────────────────────────
@@ -267,7 +266,7 @@ def _mlp_backprop(weights: list[Tensor], biases: list[Tensor], relu: list[bool],
             if relu[k - 1]:
                 delta.mul_(a_prev > 0)
             else:
-                delta.mul_(1.0 - a_prev * a_prev)
+                delta.mul_(torch.rsub(a_prev * a_prev, 1.0))  # 1 − a² (TorchScript spells it in 3 ops)
     return residual
 
 
@@ -294,25 +293,27 @@ def fit_mlp_value(layers: Layers, optimizer: Adam, obs: Tensor, targets: Tensor,
     weights, biases, relu = _unpack(layers)
     with torch.jit.optimized_execution(False):
         optimizer.t = _compiled_fit_epochs()(
-            weights, biases, relu, optimizer.params, optimizer._starts, optimizer.grads,
-            optimizer._g_flat, optimizer._m_flat, optimizer._v_flat, obs, targets, orders, minibatch_size,
+            weights, biases, relu, optimizer.params, optimizer._updates, optimizer.grads,
+            optimizer._g_flat, optimizer._m_flat, optimizer._v_flat, optimizer._update_flat, obs, targets,
+            orders, minibatch_size,
             optimizer.t, optimizer.lr, optimizer.betas[0], optimizer.betas[1], optimizer.eps)
     return len(orders) * -(-obs.shape[0] // minibatch_size)
 
 
 def _fit_epochs(weights: list[Tensor], biases: list[Tensor], relu: list[bool], params: list[Tensor],
-                starts: list[int], grads: list[Tensor], g: Tensor, m: Tensor, v: Tensor, obs: Tensor,
-                targets: Tensor, orders: list[Tensor], minibatch_size: int, t: int, lr: float,
-                beta1: float, beta2: float, eps: float) -> int:
+                updates: list[Tensor], grads: list[Tensor], g: Tensor, m: Tensor, v: Tensor,
+                update: Tensor, obs: Tensor, targets: Tensor, orders: list[Tensor], minibatch_size: int,
+                t: int, lr: float, beta1: float, beta2: float, eps: float) -> int:
     """`fit_mlp_value`'s loop over plain tensors (TorchScript compiles this); returns Adam's new t."""
     n = obs.shape[0]
     for order in orders:
-        obs_epoch, targets_epoch = obs[order], targets[order]  # one gather, then contiguous slices
+        # one gather (index_select: obs[order]'s copy, faster), then contiguous slices
+        obs_epoch, targets_epoch = obs.index_select(0, order), targets.index_select(0, order)
         for start in range(0, n, minibatch_size):
             _mlp_backprop(weights, biases, relu, obs_epoch[start:start + minibatch_size],
                           targets_epoch[start:start + minibatch_size], grads)
             t += 1
-            _adam_update(params, starts, g, m, v, t, lr, beta1, beta2, eps)
+            _adam_update(params, updates, g, m, v, update, t, lr, beta1, beta2, eps)
     return t
 
 
