@@ -82,6 +82,9 @@ def test_spaces_map_to_a_multi_categorical_spec_and_bad_ones_are_named():
     assert policy.logits_net[-1].out_features == 8
     with pytest.raises(SpaceError, match="must start at 0"):
         spec_for_spaces(obs, gym.spaces.MultiDiscrete([3, 5], start=[1, 0]))
+    with pytest.raises(SpaceError, match="a Discrete space must start at 0 \\(start = 1\\)"):
+        spec_for_spaces(obs, gym.spaces.Discrete(3, start=1))  # the policy samples 0..n-1
+    assert spec_for_spaces(obs, gym.spaces.Discrete(3, start=0)).kind == "categorical"
     with pytest.raises(SpaceError, match="use Discrete, a 1-D MultiDiscrete or a 1-D Box"):
         spec_for_spaces(obs, gym.spaces.MultiDiscrete([[2, 2], [2, 2]]))
     with pytest.raises(SpaceError, match="nvec = \\(3,\\) is not allowed"):

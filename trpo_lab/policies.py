@@ -230,8 +230,8 @@ class ValueFunction(nn.Module):
 
 def spec_for_spaces(observation_space, action_space, hidden_sizes: tuple[int, ...] = (64, 64),
                     activation: str = "tanh", init_log_std: float = 0.0) -> PolicySpec:
-    """The policy spec for gymnasium spaces: Box observations; Box (1-D), Discrete or MultiDiscrete
-    (1-D, starting at 0) actions."""
+    """The policy spec for gymnasium spaces: Box observations; Box (1-D), Discrete (starting at 0) or
+    MultiDiscrete (1-D, starting at 0) actions."""
     from gymnasium import spaces
 
     if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
@@ -240,6 +240,9 @@ def spec_for_spaces(observation_space, action_space, hidden_sizes: tuple[int, ..
             "1-D Box (vector observations; no Dict, Discrete or image spaces)")
     obs_dim = int(observation_space.shape[0])
     if isinstance(action_space, spaces.Discrete):
+        if int(action_space.start) != 0:
+            raise SpaceError(f"action_space = {action_space} is not supported: a Discrete space "
+                             f"must start at 0 (start = {int(action_space.start)})")
         return PolicySpec("categorical", obs_dim, int(action_space.n), hidden_sizes, activation)
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
         return PolicySpec("gaussian", obs_dim, int(action_space.shape[0]), hidden_sizes, activation,
