@@ -1,5 +1,7 @@
 """Rollouts: spaces, truncation vs termination, faults from the environment, normalisation."""
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -76,6 +78,58 @@ def test_environment_faults_give_clear_errors_and_leave_the_policy_untouched(fau
         trainer.iterate()
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
     assert trainer.iteration == 0 and trainer.history == []
+
+
+TOY_MODULE = """
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class Toy(gym.Env):
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), float(action), False, self.t >= 8, {}
+
+
+gym.register("TrpoLabToy-v0", entry_point=Toy)
+"""
+
+
+@pytest.fixture
+def toy_env_module(tmp_path, monkeypatch):
+    """A module `trpo_lab_toy_env` on sys.path (not yet imported) that registers TrpoLabToy-v0 when
+    imported; its env id in gymnasium's 'module:EnvId' form."""
+    (tmp_path / "trpo_lab_toy_env.py").write_text(TOY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "trpo_lab_toy_env:TrpoLabToy-v0"
+    sys.modules.pop("trpo_lab_toy_env", None)
+    gym.registry.pop("TrpoLabToy-v0", None)
+
+
+def test_module_colon_env_ids_import_the_module_that_registers_the_env(toy_env_module):
+    assert "trpo_lab_toy_env" not in sys.modules and "TrpoLabToy-v0" not in gym.registry
+    trainer = Trainer(TRPOConfig(env_id=toy_env_module, num_envs=2, batch_steps=16, total_steps=16))
+    record = trainer.iterate()
+    assert record.steps == 16 and "TrpoLabToy-v0" in gym.registry
+    returns, lengths = trainer.evaluate(2)
+    assert list(lengths) == [8, 8]
+    with pytest.raises(EnvError, match="module 'trpo_lab_no_such_module' could not be imported"):
+        make_vector_env("trpo_lab_no_such_module:Toy-v0")
+    with pytest.raises(EnvError, match="'trpo_lab_toy_env:Other-v0' is not a registered gymnasium "
+                                       "environment \\(importing 'trpo_lab_toy_env' did not register it\\)"):
+        make_vector_env("trpo_lab_toy_env:Other-v0")
+    for bad in ("a:b:Toy-v0", ":Toy-v0"):
+        with pytest.raises(EnvError, match="'module:EnvId' with one ':'"):
+            make_vector_env(bad)
 
 
 def test_unknown_env_ids_and_unsupported_spaces_are_named():

@@ -186,6 +186,55 @@ def test_cli_sweep_parses_tuples_and_booleans(tmp_path, capsys):
     assert '"8 8"' in (out / "results.csv").read_text()
 
 
+SWEEP_TOY_MODULE = """
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class Toy(gym.Env):
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), float(action), False, self.t >= 8, {}
+
+
+gym.register("TrpoLabSweepToy-v0", entry_point=Toy)
+"""
+
+
+def test_a_sweep_over_an_env_of_ones_own_module_runs_in_its_worker_processes(tmp_path, monkeypatch, capsys):
+    import gymnasium as gym
+
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "trpo_lab_sweep_toy.py").write_text(SWEEP_TOY_MODULE)
+    monkeypatch.syspath_prepend(str(mods))  # spawned workers inherit sys.path
+    try:
+        out = tmp_path / "s"
+        assert main(["sweep", "--env-id", "trpo_lab_sweep_toy:TrpoLabSweepToy-v0", "--total-steps", "32",
+                     "--batch-steps", "16", "--num-envs", "2", "--grid", "max_kl=0.01,0.02", "--workers", "2",
+                     "--no-progress", "--out", str(out)]) == 0, capsys.readouterr().err
+        assert [(r["status"], r["steps"]) for r in read_table(out)] == [("finished", 32)] * 2
+        # evaluating a trial in a fresh process: the module comes from PYTHONPATH there
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(mods), *sys.path])}
+        command = [sys.executable, "-m", "trpo_lab.cli", "evaluate", str(out / "trials" / "000-s0"),
+                   "--episodes", "2", "--json"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["env_id"] == "trpo_lab_sweep_toy:TrpoLabSweepToy-v0"
+    finally:
+        sys.modules.pop("trpo_lab_sweep_toy", None)
+        gym.registry.pop("TrpoLabSweepToy-v0", None)
+
+
 def test_summarize_known_answer():
     nan = math.nan
     history = [{"iteration": 1, "steps": 100, "mean_return": nan},

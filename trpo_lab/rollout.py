@@ -9,6 +9,7 @@ a time-limit truncation can bootstrap V(s_{t+1}) while a termination does not.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,6 +64,28 @@ class RunningMeanStd:
         self._std_of = None
 
 
+def check_env_id(env_id: str) -> None:
+    """Raise `EnvError` unless `gymnasium.make(env_id)` can find the environment.
+
+    Like `gymnasium.make`, an id 'module:EnvId' first imports `module` (which registers EnvId on
+    import), so environments of one's own work without registering them in this process first."""
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        if not module or ":" in module:
+            raise EnvError(f"env_id = {env_id!r} is not allowed: an env id, or 'module:EnvId' with one "
+                           "':' (the module registers EnvId when imported)")
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            raise EnvError(f"env_id = {env_id!r}: module {module!r} could not be imported ({e!r}); it must "
+                           "be importable (on sys.path / PYTHONPATH) and register the environment") from e
+    try:
+        gym.spec(name)
+    except gym.error.Error as e:
+        where = f" (importing {module!r} did not register it)" if sep else ""
+        raise EnvError(f"env_id = {env_id!r} is not a registered gymnasium environment{where} ({e})") from e
+
+
 def make_vector_env(env: str | gym.Env | VectorEnv, num_envs: int = 1) -> VectorEnv:
     """A same-step-autoreset vector env from an env id (`num_envs` copies), one env, or a vector env."""
     if isinstance(env, VectorEnv):
@@ -77,10 +100,7 @@ def make_vector_env(env: str | gym.Env | VectorEnv, num_envs: int = 1) -> Vector
         return SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
     if not isinstance(env, str):
         raise EnvError(f"env = {env!r} is not allowed: an env id, a gymnasium.Env or a VectorEnv")
-    try:
-        gym.spec(env)
-    except gym.error.Error as e:
-        raise EnvError(f"env_id = {env!r} is not a registered gymnasium environment ({e})") from e
+    check_env_id(env)
     return SyncVectorEnv([functools.partial(gym.make, env) for _ in range(num_envs)],
                          autoreset_mode=AutoresetMode.SAME_STEP)
 

@@ -41,13 +41,15 @@ NUMBERS = ("final_return", "best_return", "auc_return", "steps", "iterations", "
 
 
 def _check_envs(spec: SweepSpec) -> None:
-    import gymnasium as gym
+    """Every trial's env can be made: ids 'module:EnvId' import their module here (and again in each
+    worker process, which `gymnasium.make` does; spawned workers inherit this process's sys.path)."""
+    from .rollout import EnvError, check_env_id
 
     for env_id in sorted({t.config.env_id for t in spec.trials()}):
         try:
-            gym.spec(env_id)
-        except Exception as e:
-            raise SweepError(f"env_id = {env_id!r} is not a registered gymnasium environment: {e}") from e
+            check_env_id(env_id)
+        except EnvError as e:
+            raise SweepError(str(e)) from e
 
 
 def prepare(spec: SweepSpec, out: str | os.PathLike) -> Path:
