@@ -56,7 +56,7 @@ def prepare(spec: SweepSpec, out: str | os.PathLike) -> Path:
     """Check `out` (new, empty, or holding this same spec) and write the spec there."""
     out = Path(out)
     if (out / SPEC_FILE).exists():
-        held = json.loads((out / SPEC_FILE).read_text())
+        held = _read_spec_file(out / SPEC_FILE)
         mine = spec.to_dict()
         if held != mine:
             diff = _first_difference(held, mine)
@@ -69,6 +69,19 @@ def prepare(spec: SweepSpec, out: str | os.PathLike) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SPEC_FILE, spec.to_dict())
     return out
+
+
+def _read_spec_file(path: Path) -> dict[str, Any]:
+    """The spec a sweep folder holds (its sweep.json, a JSON object), or a `SweepError` naming the file."""
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SweepError(f"{str(path)!r} cannot be read as JSON ({e}); it should hold the sweep's spec: "
+                         "restore it, or choose another folder (nothing was changed)") from e
+    if not isinstance(held, dict):
+        raise SweepError(f"{str(path)!r} holds a JSON {type(held).__name__}, not a sweep's spec (a JSON "
+                         "object): restore it, or choose another folder (nothing was changed)")
+    return held
 
 
 def _first_difference(held: dict, mine: dict) -> str:

@@ -80,11 +80,8 @@ class SweepSpec:
                                  f"{DISTRIBUTIONS}")
             if dist[0] == "choice" and (len(dist) != 2 or not dist[1]):
                 raise SweepError(f"sample {name} = {list(dist)!r}: 'choice' takes one non-empty list")
-            if dist[0] != "choice" and (len(dist) != 3 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in dist[1:])
-                    or not dist[1] < dist[2] or (dist[0] == "loguniform" and dist[1] <= 0)):
-                raise SweepError(f"sample {name} = {list(dist)!r}: {dist[0]} takes numbers lo < hi"
-                                 + (" with lo > 0" if dist[0] == "loguniform" else ""))
+            if dist[0] != "choice":
+                _check_bounds(name, dist)
         for name, value, allowed in (("seeds", self.seeds, "≥ 1"), ("samples", self.samples, "≥ 0"),
                                      ("sample_seed", self.sample_seed, "≥ 0")):
             if isinstance(value, bool) or not isinstance(value, int) or value < (name == "seeds"):
@@ -132,6 +129,27 @@ class SweepSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:
         return cls(**{**data, "base": TRPOConfig.from_dict(data["base"])})
+
+
+_INT64 = 2**63  # numpy's integers(lo, hi + 1) needs −2⁶³ ≤ lo and hi + 1 < 2⁶³
+
+
+def _check_bounds(name: str, dist: Sequence[Any]) -> None:
+    """A 'uniform', 'loguniform' or 'randint' distribution's bounds are numbers numpy can draw between:
+    finite, lo < hi, and lo > 0 (loguniform), hi − lo finite (uniform), within int64 (randint)."""
+    kind = dist[0]
+    rule = {"uniform": "numbers lo < hi (finite, and hi − lo finite)",
+            "loguniform": "numbers lo < hi with lo > 0 (finite)",
+            "randint": "numbers lo < hi with −2⁶³ ≤ lo and hi < 2⁶³ − 1"}[kind]
+    numbers = len(dist) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                     for v in dist[1:])
+    if numbers:
+        lo, hi = dist[1], dist[2]
+        numbers = (math.isfinite(lo) and math.isfinite(hi) and lo < hi
+                   and {"uniform": lambda: math.isfinite(hi - lo), "loguniform": lambda: lo > 0,
+                        "randint": lambda: -_INT64 <= lo and hi < _INT64 - 1}[kind]())
+    if not numbers:
+        raise SweepError(f"sample {name} = {list(dist)!r}: {kind} takes {rule}")
 
 
 def _values(name: str, values: Any, where: str) -> tuple:
