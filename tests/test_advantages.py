@@ -1,6 +1,7 @@
 """GAE and discounted returns against hand-computed answers."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -72,6 +73,18 @@ def test_bad_shapes_and_parameters_are_named():
         gae(r, r, torch.zeros(2), r.bool(), r.bool(), 0.9, 0.9)
     with pytest.raises(ValueError, match="lam = 1.5"):
         gae(r, r, r, r.bool(), r.bool(), 0.9, 1.5)
+
+
+@pytest.mark.parametrize("gamma", [-0.1, 1.5, 2.0, math.nan, math.inf, "0.9", None])
+def test_every_discounting_function_refuses_a_gamma_outside_zero_one(gamma):
+    r, no = torch.zeros(3), torch.zeros(3, dtype=torch.bool)
+    message = f"gamma = {re.escape(repr(gamma))} is not allowed: must be a number in \\[0, 1\\]"
+    for call in (lambda: discounted_returns(r, no, gamma), lambda: td_errors(r, r, r, no, gamma),
+                 lambda: gae(r, r, r, no, no, gamma, 0.9)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match="lam = nan is not allowed: must be a number in \\[0, 1\\]"):
+        gae(r, r, r, no, no, 0.9, math.nan)
 
 
 def test_an_overflowing_gae_names_the_overflow():

@@ -201,6 +201,9 @@ def test_running_mean_std_matches_the_batch_statistics():
     np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-6)
     np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-4)
     assert np.abs(rms.normalize(np.full((1, 2), 1e9))).max() == rms.clip
+    for clip in (0.0, -1.0, np.nan, np.inf, "10"):
+        with pytest.raises(ValueError, match=f"clip = {clip!r} is not allowed: a finite number > 0"):
+            RunningMeanStd((2,), clip)
 
 
 def test_observation_normalisation_belongs_to_the_agent():

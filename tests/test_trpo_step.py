@@ -1,6 +1,7 @@
 """`trpo_step`: the trust region holds, rejections leave θ bitwise unchanged, reports are complete."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -134,6 +135,28 @@ def test_natural_step_reaches_the_quadratic_boundary():
     torch.testing.assert_close(full, beta * s)
     with pytest.raises(ValueError, match="must be > 0"):
         natural_step(s, 0.0, 0.01)
+
+
+@pytest.mark.parametrize("max_kl", [0.0, -1.0, math.nan, math.inf, "0.01", True])
+def test_natural_step_refuses_a_radius_that_is_not_a_finite_positive_number(max_kl):
+    with pytest.raises(ValueError, match=f"max_kl = {re.escape(repr(max_kl))} is not allowed: must be a "
+                                         "finite number > 0"):
+        natural_step(torch.ones(2), 8.0, max_kl)
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("max_kl", math.nan, "must be a finite number > 0"), ("max_kl", -0.01, "must be a finite number > 0"),
+    ("backtrack_coef", 1.5, "must lie in (0, 1)"), ("backtrack_coef", 1.0, "must lie in (0, 1)"),
+    ("backtrack_coef", 0.0, "must lie in (0, 1)"), ("backtrack_coef", math.nan, "must lie in (0, 1)"),
+    ("backtrack_iters", 0, "must be an integer ≥ 1"), ("backtrack_iters", 2.0, "must be an integer ≥ 1"),
+])
+def test_the_line_search_refuses_settings_outside_their_rule(name, value, allowed):
+    settings = {"max_kl": 0.01, "backtrack_coef": 0.8, "backtrack_iters": 3, name: value}
+    calls = []
+    with pytest.raises(ValueError, match=re.escape(f"{name} = {value!r} is not allowed: {allowed}")):
+        backtracking_line_search(lambda th: calls.append(th) or (1.0, 0.0), torch.zeros(3), torch.ones(3),
+                                 1.0, **settings)
+    assert calls == []  # refused before any trial (a NaN δ would have switched the KL check off)
 
 
 def test_the_cache_gives_the_same_report_as_a_fresh_step():

@@ -41,6 +41,10 @@ def test_bad_inputs_are_named():
         fit_value(vf, torch.zeros(2, 3), torch.tensor([0.0, math.nan]), opt)
     with pytest.raises(ValueError, match="'sgd' is not allowed"):
         make_value_optimizer(vf, "sgd")
+    for method in ("adam", "lbfgs"):
+        for lr in (0.0, -1.0, math.nan, math.inf, "1e-3"):
+            with pytest.raises(ValueError, match=f"lr = {lr!r} is not allowed: a finite number > 0"):
+                make_value_optimizer(vf, method, lr)
 
 
 def test_explained_variance_is_nan_when_the_targets_spread_is_rounding_noise():

@@ -21,9 +21,21 @@ def _check(name: str, x: Tensor, shape: torch.Size) -> None:
         raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {tuple(shape)} like rewards")
 
 
+def _check_factors(**factors: float) -> None:
+    """ValueError naming the first factor (γ, λ) that is not a number in [0, 1] (NaN is not)."""
+    for name, value in factors.items():
+        try:
+            allowed = 0.0 <= value <= 1.0
+        except TypeError:
+            allowed = False
+        if not allowed:
+            raise ValueError(f"{name} = {value!r} is not allowed: must be a number in [0, 1]")
+
+
 def td_errors(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
               gamma: float) -> Tensor:
     """δ_t = r_t + γ·(1 − terminated_t)·V(s_{t+1}) − V(s_t)."""
+    _check_factors(gamma=gamma)
     return rewards + gamma * (1.0 - terminated.to(rewards.dtype)) * next_values - values
 
 
@@ -46,8 +58,7 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor
     λ = 0 gives the TD errors δ_t; λ = 1 gives the Monte-Carlo return (bootstrapped with V at a
     truncation or at the end of the batch) minus V(s_t).
     """
-    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
-        raise ValueError(f"gamma = {gamma}, lam = {lam}: both must lie in [0, 1]")
+    _check_factors(gamma=gamma, lam=lam)
     for name, x in (("values", values), ("next_values", next_values),
                     ("terminated", terminated), ("episode_ends", episode_ends)):
         _check(name, x, rewards.shape)
@@ -68,6 +79,7 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor
 def discounted_returns(rewards: Tensor, episode_ends: Tensor, gamma: float,
                        bootstrap: Tensor | float = 0.0) -> Tensor:
     """G_t = r_t + γ·G_{t+1} within each episode; `bootstrap` is V after the last step of the batch."""
+    _check_factors(gamma=gamma)
     _check("episode_ends", episode_ends, rewards.shape)
     r = rewards.detach().cpu().numpy()
     carry = gamma * (1.0 - episode_ends.detach().cpu().numpy().astype(r.dtype))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,10 @@ class RunningMeanStd:
     """Running mean and variance of observations (Chan et al. parallel update), in float64."""
 
     def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8):
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (
+                math.isfinite(clip) and clip > 0):
+            raise ValueError(f"clip = {clip!r} is not allowed: a finite number > 0 (observations are "
+                             "clipped to ±clip after normalising)")
         self.mean = np.zeros(shape, np.float64)
         self.var = np.ones(shape, np.float64)
         self.count = 1e-4

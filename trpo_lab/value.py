@@ -78,6 +78,8 @@ def make_value_optimizer(value_fn: ValueFunction, method: str = "adam", lr: floa
                          lbfgs_iters: int = LBFGS_ITERS) -> Adam | torch.optim.LBFGS:
     """The optimiser `fit_value` expects: `Adam`, or L-BFGS with a strong-Wolfe line search and up
     to `lbfgs_iters` iterations per call."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr = {lr!r} is not allowed: a finite number > 0")
     if method == "adam":
         return Adam(value_fn.parameters(), lr=lr)
     if method == "lbfgs":
