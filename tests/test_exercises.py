@@ -352,6 +352,19 @@ def test_the_reference_switch_is_per_exercise_and_never_silent_in_test_mode(
         assert ("NOT GRADED" in out) is (fn.__name__ in swapped)
 
 
+@pytest.mark.parametrize("value, unknown", [("gea,line-search", "'gea', 'line-search'"),
+                                            ("gae, Line_Serch", "'line_serch'")])
+def test_unknown_names_in_the_reference_switch_are_an_error_naming_the_exercises(monkeypatch, value, unknown):
+    monkeypatch.setenv("TRPO_LAB_SOLUTIONS", value)
+
+    def gae(*args):
+        raise NotImplementedError
+
+    with pytest.raises(ValueError, match=f"TRPO_LAB_SOLUTIONS = '{value}': no exercise named {unknown}; "
+                                         "allowed: .*'line_search', 'gae', 'trpo_update'"):
+        exercise(gae)
+
+
 def test_use_reference_in_a_notebook_cell(monkeypatch, capsys):
     from trpo_lab.grading import use_reference
     monkeypatch.delenv("TRPO_LAB_SOLUTIONS", raising=False)

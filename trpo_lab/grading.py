@@ -3,11 +3,11 @@ guard that fails a student's answer which calls trpo_lab's own implementation of
 
 Reference switch. `TRPO_LAB_SOLUTIONS` names the exercises whose cells run the reference solution from
 `trpo_lab.solutions` instead of the student's code: `1` / `all` for every exercise, or a comma list
-(`TRPO_LAB_SOLUTIONS=gae,line_search`); `use_reference("gae")` does the same from a notebook cell. A
-swapped cell says so loudly, and its check never passes: interactively it reports "NOT GRADED" and lets
-Run All go on (a stuck student runs the rest of the notebook); under nbgrader (`NBGRADER_EXECUTION` is
-set by `nbgrader autograde` / `validate`) it fails, so the exercise scores 0. Test mode
-(`TRPO_LAB_FAST=1`) never swaps anything in.
+(`TRPO_LAB_SOLUTIONS=gae,line_search`; a name that is no exercise is an error); `use_reference("gae")`
+does the same from a notebook cell. A swapped cell says so loudly, and its check never passes:
+interactively it reports "NOT GRADED" and lets Run All go on (a stuck student runs the rest of the
+notebook); under nbgrader (`NBGRADER_EXECUTION` is set by `nbgrader autograde` / `validate`) it fails,
+so the exercise scores 0. Test mode (`TRPO_LAB_FAST=1`) never swaps anything in.
 
 Guard. While a check runs the student's function, a profile hook watches for calls into the trpo_lab
 functions that solve the exercise (its reference, and the library's own version); one such call fails
@@ -44,7 +44,13 @@ def reference_chosen(name: str) -> bool:
         return False
     if value in _ALL:
         return True
-    return name.lower() in {part.strip() for part in value.split(",")}
+    chosen = {part.strip() for part in value.split(",")} - {""}
+    unknown = sorted(chosen - set(EXERCISES))
+    if unknown:  # a typo must not silently leave the student's code (or the reference) in place
+        raise ValueError(f"{SOLUTIONS_VAR} = {os.environ[SOLUTIONS_VAR]!r}: no exercise named "
+                         f"{', '.join(map(repr, unknown))}; allowed: 1 / all (every exercise), 0 / none, or "
+                         f"a comma list of {list(EXERCISES)}")
+    return name.lower() in chosen
 
 
 def solutions_enabled() -> bool:
