@@ -81,6 +81,31 @@ def test_corrupt_foreign_and_missing_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("key", ["spec", "config", "policy", "history"])
+def test_a_checkpoint_missing_an_entry_names_the_file_and_the_entry(tmp_path, key):
+    trainer = train(TRPOConfig(**SMALL), progress=False)
+    path = tmp_path / "c.pt"
+    save_checkpoint(trainer, path)
+    state = torch.load(path, weights_only=False)
+    del state[key]
+    torch.save(state, path)
+    for load in (load_agent, load_checkpoint):
+        with pytest.raises(CheckpointError, match=rf"'{path}' is a damaged .* no '{key}' entry"):
+            load(path)
+
+
+def test_a_checkpoint_with_a_bad_config_names_the_file(tmp_path):
+    trainer = train(TRPOConfig(**SMALL), progress=False)
+    path = tmp_path / "c.pt"
+    save_checkpoint(trainer, path)
+    state = torch.load(path, weights_only=False)
+    state["config"]["max_kl"] = -1.0
+    torch.save(state, path)
+    for load in (load_agent, load_checkpoint):
+        with pytest.raises(CheckpointError, match=rf"'{path}' is a damaged .*max_kl = -1.0"):
+            load(path)
+
+
 def test_a_failed_write_never_damages_the_existing_checkpoint(tmp_path, monkeypatch):
     trainer = train(TRPOConfig(**SMALL), progress=False)
     path = tmp_path / "c.pt"

@@ -93,21 +93,34 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def checkpoint_callback(path: str | os.PathLike, every: int = 10,
-                        then: Callable[[IterationRecord, Trainer], object] | None = None):
+class CheckpointCallback:
     """A `train(callback=...)` that writes a checkpoint of the trainer to `path` (atomically) every
     `every` iterations, once the step budget is spent, and when training stops early: `then(record,
-    trainer)` runs first, and its return value (True stops training) is passed on."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"checkpoint every = {every!r} is not allowed: must be an integer ≥ 1")
+    trainer)` runs first, and its return value (True stops training) is passed on. `saved_iteration`
+    is the iteration of the last checkpoint it wrote (None before the first; a caller resuming from a
+    checkpoint may set it)."""
 
-    def on_iteration(record: IterationRecord, trainer: Trainer) -> object:
-        stop = then(record, trainer) if then is not None else None
-        if stop is True or trainer.iteration % every == 0 or trainer.done:
-            save_checkpoint(trainer, path)
+    def __init__(self, path: str | os.PathLike, every: int = 10,
+                 then: Callable[[IterationRecord, Trainer], object] | None = None):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"checkpoint every = {every!r} is not allowed: must be an integer ≥ 1")
+        self.path, self.every, self.then = path, every, then
+        self.saved_iteration: int | None = None
+
+    def __call__(self, record: IterationRecord, trainer: Trainer) -> object:
+        stop = self.then(record, trainer) if self.then is not None else None
+        if stop is True or trainer.iteration % self.every == 0 or trainer.done:
+            save_checkpoint(trainer, self.path)
+            self.saved_iteration = trainer.iteration
         return stop
 
-    return on_iteration
+
+def checkpoint_callback(path: str | os.PathLike, every: int = 10,
+                        then: Callable[[IterationRecord, Trainer], object] | None = None
+                        ) -> CheckpointCallback:
+    """A `CheckpointCallback(path, every, then)`: checkpoints every `every` iterations, at the end of
+    the budget and when `then` stops training."""
+    return CheckpointCallback(path, every, then)
 
 
 def read_versioned(path: str | os.PathLike, fmt: str, version: int, what: str,
@@ -130,30 +143,50 @@ def read_versioned(path: str | os.PathLike, fmt: str, version: int, what: str,
     return state
 
 
-def _read(path: str | os.PathLike) -> dict:
+KEYS = ("config", "spec", "policy", "value", "value_optimizer", "normalizer", "generator", "sampler",
+        "envs", "iteration", "steps", "recent_returns", "recent_lengths", "history")
+"""What `save_checkpoint` writes (besides the header and the optional `last_sim_steps`)."""
+
+
+def _read(path: str | os.PathLike) -> tuple[dict, Path]:
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
     # weights_only=False: the environments are pickled whole
-    return read_versioned(path, FORMAT, VERSION, "checkpoint", CheckpointError, weights_only=False)
+    state = read_versioned(path, FORMAT, VERSION, "checkpoint", CheckpointError, weights_only=False)
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{str(path)!r} is a damaged trpo_lab checkpoint: it has no {missing[0]!r} "
+                              f"entry (missing: {missing})")
+    return state, path
+
+
+def _damaged(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(f"{str(path)!r} is a damaged trpo_lab checkpoint: {type(e).__name__}: {e}")
 
 
 def load_agent(path: str | os.PathLike) -> tuple[Policy, RunningMeanStd | None, TRPOConfig]:
     """The policy, observation normaliser and config of a checkpoint (no environments made)."""
-    state = _read(path)
-    policy = build_policy(PolicySpec.from_dict(state["spec"]))
-    policy.load_state_dict(state["policy"])
-    normalizer = None
-    if state["normalizer"] is not None:
-        normalizer = RunningMeanStd((policy.spec.obs_dim,))
-        normalizer.load_state_dict(state["normalizer"])
-    return policy, normalizer, TRPOConfig.from_dict(state["config"])
+    state, path = _read(path)
+    try:
+        policy = build_policy(PolicySpec.from_dict(state["spec"]))
+        policy.load_state_dict(state["policy"])
+        normalizer = None
+        if state["normalizer"] is not None:
+            normalizer = RunningMeanStd((policy.spec.obs_dim,))
+            normalizer.load_state_dict(state["normalizer"])
+        return policy, normalizer, TRPOConfig.from_dict(state["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _damaged(path, e) from e
 
 
 def load_checkpoint(path: str | os.PathLike, total_steps: int | None = None) -> Trainer:
     """A `Trainer` that continues the saved run exactly (optionally with a new step budget)."""
-    state = _read(path)
-    config = TRPOConfig.from_dict(state["config"])
+    state, path = _read(path)
+    try:
+        config = TRPOConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as e:
+        raise _damaged(path, e) from e
     if total_steps is not None:
         config = config.replace(total_steps=total_steps)
     trainer = Trainer(config)
