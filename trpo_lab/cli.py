@@ -1,6 +1,7 @@
 """`trpo-lab`: train and evaluate from the shell.
 
     trpo-lab train --preset CartPole-v1 --seed 0 --out runs/cartpole [--update npg]
+    trpo-lab train --out runs/cartpole --resume [--total-steps 200000]   # the same run, continued
     trpo-lab evaluate runs/cartpole --episodes 10 [--json]
     trpo-lab presets
     trpo-lab sweep --preset CartPole-v1 --grid max_kl=0.003,0.01 damping=0.1,1 --seeds 3 --out runs/sweep
@@ -14,10 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from .config import PRESETS, ConfigError, TRPOConfig, field_docs
+from .config import PRESETS, VINE_PRESETS, ConfigError, TRPOConfig, field_docs
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +49,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an agent; writes config, metrics and checkpoints")
     t.add_argument("--preset", choices=sorted(PRESETS), help="per-environment hyperparameters")
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="directory for the run's files")
-    t.add_argument("--metrics", choices=("csv", "jsonl"), default="csv",
-                   help="per-iteration metrics format [default csv]")
+    t.add_argument("--metrics", choices=("csv", "jsonl"), default=None,
+                   help="per-iteration metrics format [default csv; on --resume, the run's]")
     t.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
                    help="iterations between checkpoints [default 10]")
-    t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR with its saved config (only --total-steps may change)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_flags(t)
     e = sub.add_parser("evaluate", help="evaluate a trained run with deterministic actions")
@@ -91,26 +94,75 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runs import holds_run, run_training
+    from .runs import CHECKPOINT, CONFIG, RunInterrupted, holds_run, run_training, saved_config
 
     run_dir = Path(args.out)
     overrides = _overrides(args)
-    if args.resume:
-        trainer = run_training(None, run_dir, resume=True, total_steps=overrides.get("total_steps"),
-                               metrics=args.metrics, checkpoint_every=args.checkpoint_every,
-                               progress=not args.no_progress)
-    else:
-        if holds_run(run_dir):
-            raise ConfigError(f"--out {str(run_dir)!r} already holds a run; pass --resume to "
-                              "continue it or choose another directory")
-        trainer = run_training(_base_config(args, overrides), run_dir, metrics=args.metrics,
-                               checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    resume_command = f"trpo-lab train --out {shlex.quote(str(run_dir))} --resume"
+    try:
+        if args.resume:
+            _check_resume_flags(args, overrides, saved_config(run_dir), run_dir)
+            if not (run_dir / CHECKPOINT).exists():
+                print(f"trpo-lab: {str(run_dir)!r} holds no {CHECKPOINT} yet (the run stopped before its "
+                      f"first checkpoint): starting it from iteration 0 with its saved {CONFIG}",
+                      file=sys.stderr)
+            trainer = run_training(None, run_dir, resume=True, total_steps=overrides.get("total_steps"),
+                                   metrics=args.metrics, checkpoint_every=args.checkpoint_every,
+                                   progress=not args.no_progress)
+        else:
+            if holds_run(run_dir):
+                raise ConfigError(f"--out {str(run_dir)!r} already holds a run; pass --resume to "
+                                  "continue it or choose another directory")
+            trainer = run_training(_base_config(args, overrides), run_dir, metrics=args.metrics,
+                                   checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    except RunInterrupted as e:
+        where = (f"its last checkpoint is {str(run_dir / CHECKPOINT)!r} (iteration {e.checkpoint_iteration})"
+                 if e.checkpoint_iteration is not None else
+                 "it has no checkpoint yet, so resuming starts it again from iteration 0")
+        print(f"trpo-lab: interrupted: training of {str(run_dir)!r} stopped after iteration {e.iteration} "
+              f"(the iteration under way was dropped); {where}; resume with: {resume_command}",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside an iteration: while loading, preparing or finishing the run
+        then = (f"resume with: {resume_command}" if holds_run(run_dir) else
+                f"no run was written to {str(run_dir)!r}")
+        print(f"trpo-lab: interrupted (no iteration was under way); {then}", file=sys.stderr)
+        return 130
     config = trainer.config
     last = trainer.history[-1] if trainer.history else None
     if last is not None:
         print(f"{config.env_id}: {trainer.steps} steps, {trainer.iteration} iterations, "
               f"mean return (last 20 episodes) {last.mean_return:.1f}; run saved in {run_dir}")
     return 0
+
+
+def _shown_flag(name: str, value: object) -> str:
+    """A config flag as the user typed it: --max-kl 0.5, --hidden-sizes 32 32, --no-normalize-obs."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    if isinstance(value, (list, tuple)):
+        return f"{flag} {' '.join(map(str, value))}"
+    return f"{flag} {value}"
+
+
+def _check_resume_flags(args: argparse.Namespace, overrides: dict, saved: TRPOConfig, run_dir: Path) -> None:
+    """--resume continues the same run: a config flag (or --preset field) that differs from the saved
+    config is an error naming it; only --total-steps may change."""
+    given = {name: (_shown_flag(name, value), value) for name, value in overrides.items()}
+    if args.preset:
+        preset = {**PRESETS[args.preset], **(VINE_PRESETS.get(args.preset, {})
+                                             if overrides.get("sampling") == "vine" else {})}
+        given = {**{name: (f"--preset {args.preset} (its {name} = {value!r})", value)
+                    for name, value in preset.items()}, **given}
+    given.pop("total_steps", None)
+    wanted = saved.replace(**{name: value for name, (_, value) in given.items()})  # validates the values
+    conflicts = [f"{what} differs from the run's {name} = {getattr(saved, name)!r}"
+                 for name, (what, _) in given.items() if getattr(wanted, name) != getattr(saved, name)]
+    if conflicts:
+        raise ConfigError(f"--resume continues the run in {str(run_dir)!r} with its saved config, but "
+                          f"{'; '.join(conflicts)}. Only --total-steps may change on resume; start a new "
+                          "run (another --out) to change settings")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -130,6 +182,9 @@ def _base_config(args: argparse.Namespace, overrides: dict) -> TRPOConfig:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"--config {str(path)!r} is not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config {str(path)!r} holds a JSON {type(data).__name__}, not an object "
+                              "of TRPOConfig fields (like a run's config.json)")
         return TRPOConfig.from_dict({**data, **overrides})
     if args.preset:
         return TRPOConfig.from_preset(args.preset, **overrides)
@@ -157,6 +212,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_agent
     from .rollout import evaluate_policy
 
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed = {args.seed} is not allowed: must be ≥ 0")
     policy, normalizer, config = load_agent(Path(args.run_dir) / "checkpoint.pt")
     seed = config.seed + 10_000 if args.seed is None else args.seed
     returns, lengths = evaluate_policy(policy, config.env_id, args.episodes, seed, normalizer,
@@ -183,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except (ConfigError, ValueError, RuntimeError) as e:  # EnvError, CheckpointError included
         print(f"trpo-lab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that cannot be written or read: name it and say why
+        where = f"{e.filename!r}: " if e.filename else ""
+        print(f"trpo-lab: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 
