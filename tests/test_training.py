@@ -199,3 +199,9 @@ def test_one_step_episodes_report_nan_explained_variance():
     assert len(trainer.history) == 2
     assert all(math.isnan(r.explained_variance) for r in trainer.history)
     assert all(math.isfinite(r.value_loss) for r in trainer.history)
+
+
+def test_a_budget_below_one_batch_still_trains_one_batch():
+    """README (Command line): a run takes ⌊total_steps / batch_steps⌋ batches, but at least one."""
+    assert train(TRPOConfig(total_steps=100, batch_steps=512, num_envs=4), progress=False).steps == 512
+    assert train(TRPOConfig(total_steps=1500, batch_steps=512, num_envs=4), progress=False).steps == 1024
