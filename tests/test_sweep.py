@@ -192,6 +192,8 @@ def test_cli_sweep_errors_name_the_field_and_value(tmp_path, capsys):
         (["--sample", "max_kl=uniform:0.01:inf", "--samples", "2"], "max_kl = ['uniform', 0.01, inf]: uni"),
         (["--sample", "max_kl=loguniform:1e-3:1e400", "--samples", "2"], "loguniform takes numbers"),
         ([], "give --grid"),
+        (["--grid", "sampling=single-path,vine"], "the vine trials would not get the preset's vine settings"),
+        (["--sample", "sampling=choice:single-path,vine", "--samples", "2"], "sweep each sampling scheme"),
     ]:
         assert main(["sweep", "--preset", "CartPole-v1", "--out", out, *args]) == 2, args
         assert message in capsys.readouterr().err, args

@@ -197,8 +197,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     if "seed" in overrides and overrides["seed"] < 0:
         raise ConfigError(f"--seed = {overrides['seed']} is not allowed: must be ≥ 0")
-    spec = SweepSpec(base=_base_config(args, overrides), grid=parse_grid(args.grid), seeds=args.seeds,
-                     sample=parse_sample(args.sample), samples=args.samples, sample_seed=args.sample_seed)
+    grid, sample = parse_grid(args.grid), parse_sample(args.sample)
+    if args.preset in VINE_PRESETS and "sampling" in {*grid, *sample}:
+        # a trial's config is the base with its setting on top, so a vine trial would run with the
+        # single-path preset's budget and δ, not the vine preset `train --sampling vine` uses
+        raise ConfigError(f"--preset {args.preset} with 'sampling' in --grid/--sample: the vine trials would "
+                          f"not get the preset's vine settings ({VINE_PRESETS[args.preset]}); sweep each "
+                          f"sampling scheme on its own (--preset {args.preset} --sampling vine for the vine)")
+    spec = SweepSpec(base=_base_config(args, overrides), grid=grid, seeds=args.seeds,
+                     sample=sample, samples=args.samples, sample_seed=args.sample_seed)
     if not spec.grid and not spec.sample:
         raise ConfigError("trpo-lab sweep: give --grid FIELD=V1,V2 … and/or --sample FIELD=DIST "
                           "--samples N")
