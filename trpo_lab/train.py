@@ -103,8 +103,9 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        """True once another batch would exceed `total_steps` (a run never goes over its budget;
-        it always does at least one iteration). A vine batch's size is taken from the last one."""
+        """True once another batch would exceed `total_steps`, after at least one iteration (so a
+        run stays within its budget unless the budget is smaller than one batch). A vine batch's
+        size is taken from the last one."""
         step = max(self.config.batch_steps, self.last_sim_steps)
         return self.iteration > 0 and self.steps + step > self.config.total_steps
 
