@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from toy_envs import registering_module_source
 
 from trpo_lab import Trainer, TRPOConfig
 from trpo_lab.policies import PolicySpec, SpaceError, build_policy
@@ -80,28 +81,7 @@ def test_environment_faults_give_clear_errors_and_leave_the_policy_untouched(fau
     assert trainer.iteration == 0 and trainer.history == []
 
 
-TOY_MODULE = """
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
-
-
-class Toy(gym.Env):
-    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return self.np_random.uniform(-1, 1, 2).astype(np.float32), float(action), False, self.t >= 8, {}
-
-
-gym.register("TrpoLabToy-v0", entry_point=Toy)
-"""
+TOY_MODULE = registering_module_source("TrpoLabToy-v0")
 
 
 @pytest.fixture

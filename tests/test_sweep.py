@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from toy_envs import registering_module_source
 
 from trpo_lab import TRPOConfig, train
 from trpo_lab.cli import main
@@ -210,28 +211,7 @@ def test_cli_sweep_parses_tuples_and_booleans(tmp_path, capsys):
     assert '"8 8"' in (out / "results.csv").read_text()
 
 
-SWEEP_TOY_MODULE = """
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
-
-
-class Toy(gym.Env):
-    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return self.np_random.uniform(-1, 1, 2).astype(np.float32), float(action), False, self.t >= 8, {}
-
-
-gym.register("TrpoLabSweepToy-v0", entry_point=Toy)
-"""
+SWEEP_TOY_MODULE = registering_module_source("TrpoLabSweepToy-v0")
 
 
 def test_a_sweep_over_an_env_of_ones_own_module_runs_in_its_worker_processes(tmp_path, monkeypatch, capsys):

@@ -68,3 +68,33 @@ class MatchTargetsEnv(gym.Env):
 MATCH_TARGETS_ID = "trpo_lab_test/MatchTargets-v0"
 if MATCH_TARGETS_ID not in gym.registry:
     gym.register(MATCH_TARGETS_ID, entry_point=MatchTargetsEnv)
+
+
+_REGISTERING_MODULE = """
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class Toy(gym.Env):
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), float(action), False, self.t >= 8, {}
+
+
+gym.register("{env_id}", entry_point=Toy)
+"""
+
+
+def registering_module_source(env_id: str) -> str:
+    """The source of a module that registers `env_id` when imported (a toy env: 2-D observations, two
+    actions, reward = the action, 8-step episodes), for gymnasium's 'module:EnvId' ids."""
+    return _REGISTERING_MODULE.replace("{env_id}", env_id)
