@@ -106,10 +106,11 @@ class Adam:
         m ← β₁·m + (1 − β₁)·g        v ← β₂·v + (1 − β₂)·g²
         φ ← φ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 
-    Replaces `torch.optim.Adam` for the value fit: its arithmetic on CPU, operation for operation
-    (same numbers, bitwise). It is written out because building the first `torch.optim` optimiser
-    imports torch._dynamo (1.5–2 s, as long as a whole CartPole run of value fits), and because for
-    these small networks torch.optim's per-step bookkeeping costs more than the arithmetic. Takes
+    Replaces `torch.optim.Adam` for the value fit and PPO-clip: its arithmetic on CPU, operation
+    for operation (same numbers, bitwise). It is written out because building the first
+    `torch.optim` optimiser imports torch._dynamo (1.5–2 s, as long as a whole CartPole run of value
+    fits), and because for these small networks torch.optim's per-step bookkeeping costs more than
+    the arithmetic. Takes
     the gradients as an argument (`step(grads)`), so no `.grad` buffers are kept or zeroed; or, with
     no argument, reads them from `self.grads`, per-parameter views of one flat buffer that a caller
     can write into directly (`fit_mlp_value` does), which saves concatenating them every step.
