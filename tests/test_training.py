@@ -123,6 +123,25 @@ def test_a_failed_write_never_damages_the_existing_checkpoint(tmp_path, monkeypa
     assert [p.name for p in Path(tmp_path).iterdir()] == ["c.pt"]  # no temporary file left behind
 
 
+def test_atomically_written_files_get_the_usual_permissions(tmp_path):
+    """config.json, checkpoints, the cut metrics: 0666 less the umask, like a file made by `open`
+    (mkstemp's 0600 hid a shared run folder's files from its group)."""
+    import os
+
+    from trpo_lab.checkpoint import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda f: f.write(b"x"))
+        os.umask(0o002)
+        atomic_write(tmp_path / "b.txt", lambda f: f.write(b"y"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o664
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
 def test_a_callback_sees_every_record_and_can_stop_training():
     seen = []
     trainer = train(TRPOConfig(**SMALL), progress=False,

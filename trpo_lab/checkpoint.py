@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -59,10 +59,13 @@ def _env_state(trainer: Trainer) -> bytes | None:
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+    The file gets the permissions of any new file (0666 less the umask), not mkstemp's private 0600,
+    so a run folder shared with a group reads like one written by plain `open`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -237,7 +237,7 @@ def cut_metrics(run_dir: str | os.PathLike, fmt: str, iteration: int) -> None:
     text = "".join((lines[:1] if fmt == "csv" and kept else []) + [line for _, line in kept])
     mode = path.stat().st_mode
     atomic_write(path, lambda f: f.write(text.encode()))
-    os.chmod(path, mode)  # the temporary file's 0600 would hide the metrics from the file's readers
+    os.chmod(path, mode)  # keep the file's own permissions (the new file gets 0666 less the umask)
 
 
 def summarize(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
