@@ -66,6 +66,8 @@ def test_presets_are_listed(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "CartPole-v1:" in out and "Pendulum-v1:" in out and "Hopper-v5:" in out
+    # the vine overrides train --sampling vine puts on top of CartPole-v1's preset
+    assert "  with --sampling vine, on top: total_steps=600000, batch_steps=512" in out
 
 
 TIMING = {"sample_seconds", "update_seconds", "value_seconds"}

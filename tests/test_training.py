@@ -142,6 +142,30 @@ def test_atomically_written_files_get_the_usual_permissions(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
+def test_a_trainer_refusing_an_env_closes_the_envs_it_made():
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    from trpo_lab.policies import SpaceError
+
+    closed = []
+
+    class TupleActions(gym.Env):
+        observation_space = spaces.Box(-1.0, 1.0, (2,))
+        action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
+
+        def close(self):
+            closed.append(self)
+
+    gym.register("TrpoLabTupleActions-v0", entry_point=TupleActions)
+    try:
+        with pytest.raises(SpaceError, match="action_space"):
+            Trainer(TRPOConfig(env_id="TrpoLabTupleActions-v0", num_envs=2, batch_steps=64))
+    finally:
+        gym.registry.pop("TrpoLabTupleActions-v0")
+    assert len(closed) == 2  # both copies, not left open behind the error
+
+
 def test_a_callback_sees_every_record_and_can_stop_training():
     seen = []
     trainer = train(TRPOConfig(**SMALL), progress=False,

@@ -240,6 +240,11 @@ def test_a_first_ppo_step_does_not_import_torch_dynamo():
     assert done.stdout.split() == ["False"]
 
 
+def test_update_step_names_a_problem_that_is_not_one():
+    with pytest.raises(TypeError, match="problem = None is not allowed: give an UpdateProblem"):
+        update_step(None, StepSettings())
+
+
 def test_rules_share_one_cache():
     problem = small_problem("gaussian", n=32)
     cache = StepCache()

@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "presets":
             for name, values in PRESETS.items():
                 print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+                if name in VINE_PRESETS:
+                    print("  with --sampling vine, on top: "
+                          + ", ".join(f"{k}={v}" for k, v in VINE_PRESETS[name].items()))
             return 0
         commands = {"train": cmd_train, "sweep": cmd_sweep, "evaluate": cmd_evaluate}
         return commands[args.command](args)

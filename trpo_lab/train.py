@@ -20,7 +20,7 @@ from torch.nn.utils import vector_to_parameters
 
 from .advantages import gae
 from .config import TRPOConfig
-from .policies import Policy, PolicySpec, ValueFunction, build_policy, spec_for_spaces
+from .policies import Policy, PolicySpec, SpaceError, ValueFunction, build_policy, spec_for_spaces
 from .rollout import RunningMeanStd, Sampler, make_vector_env
 from .settings import StepSettings
 from .trust_region import StepReport, UpdateProblem, make_update_problem, update_step
@@ -69,8 +69,13 @@ class Trainer:
             self.config = config = config.replace(
                 num_envs=self.envs.num_envs,
                 batch_steps=self.envs.num_envs * max(1, config.batch_steps // self.envs.num_envs))
-        spec = spec_for_spaces(self.envs.single_observation_space, self.envs.single_action_space,
-                               config.hidden_sizes, config.activation, config.init_log_std)
+        try:
+            spec = spec_for_spaces(self.envs.single_observation_space, self.envs.single_action_space,
+                                   config.hidden_sizes, config.activation, config.init_log_std)
+        except SpaceError:
+            if env is None:  # the envs made here from config.env_id: not left open behind the error
+                self.envs.close()
+            raise
         self.policy: Policy = build_policy(spec)
         self.value = ValueFunction(spec.obs_dim, config.vf_hidden_sizes, config.activation)
         self.value_optimizer = make_value_optimizer(self.value, config.vf_optimizer, config.vf_lr,

@@ -393,6 +393,9 @@ def update_step(problem: UpdateProblem, settings: StepSettings | None = None,
     (θ_new is `report.theta_new`). A rejected step leaves θ_new = θ_old bitwise, and `report.reason`
     says why. Pass a `StepCache` to reuse the gradient, the Fisher operator and CG solves across calls
     on the same problem (the explorer does); `generator` drives ppo-clip's minibatches."""
+    if not isinstance(problem, UpdateProblem):
+        raise TypeError(f"problem = {problem!r} is not allowed: give an UpdateProblem (from "
+                        "make_update_problem, a snapshot's .problem(), or Trainer.collect_problem)")
     settings = StepSettings() if settings is None else settings
     if not isinstance(settings, StepSettings):
         raise ConfigError(f"settings = {settings!r} is not allowed: give a StepSettings (or a "
