@@ -9,6 +9,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -140,11 +141,8 @@ class StepSettings:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first step setting whose value is not allowed."""
-        for name, spec in step_fields().items():
-            value = getattr(self, name)
-            if not spec.check(value):
-                raise ConfigError(f"{type(self).__name__}.{name} = {value!r} is not allowed: "
-                                  f"{spec.allowed}")
+        for name in _settings():
+            check_step_setting(name, getattr(self, name), type(self).__name__)
 
     def replace(self, **changes: Any) -> StepSettings:
         """A copy with some fields changed (validated); unknown names raise `ConfigError`."""
@@ -171,7 +169,21 @@ class StepSettings:
 
 def step_fields() -> dict[str, Setting]:
     """Every step setting's `Setting`, in field order."""
+    return dict(_settings())
+
+
+@functools.cache
+def _settings() -> dict[str, Setting]:
     return {f.name: f.metadata["setting"] for f in dataclasses.fields(StepSettings)}
+
+
+def check_step_setting(name: str, value: Any, owner: str = "") -> None:
+    """Raise `ConfigError` unless `value` is allowed for the step setting `name` (its rule, written
+    once in `StepSettings`); the message names `owner.name` (or `name`), the value and what is allowed.
+    For `StepSettings` itself and for the pure functions called without one (`natural_step`, …)."""
+    spec = _settings()[name]
+    if not spec.check(value):
+        raise ConfigError(f"{owner + '.' if owner else ''}{name} = {value!r} is not allowed: {spec.allowed}")
 
 
 def slider_ranges(rule: str | None = None) -> dict[str, tuple[float, float]]:

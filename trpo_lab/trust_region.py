@@ -41,7 +41,7 @@ from .problem import (
     surrogate_and_kls,
     unflatten_params,
 )
-from .settings import ConfigError, StepSettings, step_fields
+from .settings import ConfigError, StepSettings, check_step_setting
 
 __all__ = [
     "CGResult", "Direction", "StepCache", "StepReport", "Trial", "UpdateProblem", "accept_reason",
@@ -97,20 +97,10 @@ def gradient_direction(g: Tensor, fvp: Callable[[Tensor], Tensor], damping: floa
 # ───────────────────────────── scale ─────────────────────────────
 
 
-_STEP_FIELDS = step_fields()
-
-
-def _check_step_setting(name: str, value: object) -> None:
-    """ValueError unless `value` is allowed for the step setting `name` (by `StepSettings`' own rule):
-    for the pure functions called without a validated `StepSettings`."""
-    if not _STEP_FIELDS[name].check(value):
-        raise ValueError(f"{name} = {value!r} is not allowed: {_STEP_FIELDS[name].allowed}")
-
-
 def natural_step(s: Tensor, sAs: float, max_kl: float) -> tuple[Tensor, float]:
     """Scale the search direction to the trust-region boundary of the quadratic KL model:
     β = √(2δ / sᵀAs) so that ½ (βs)ᵀ A (βs) = δ. Returns (β·s, β)."""
-    _check_step_setting("max_kl", max_kl)
+    check_step_setting("max_kl", max_kl)
     if not sAs > 0.0:
         raise ValueError(f"sᵀAs = {sAs} must be > 0 to scale the step")
     beta = math.sqrt(2.0 * max_kl / sAs)
@@ -179,7 +169,7 @@ def backtracking_line_search(evaluate: Callable[[Tensor], tuple], theta_old: Ten
     is accepted, θ_old itself (the same tensor, bitwise unchanged) is returned."""
     for name, value in (("max_kl", max_kl), ("backtrack_coef", backtrack_coef),
                         ("backtrack_iters", backtrack_iters)):
-        _check_step_setting(name, value)
+        check_step_setting(name, value)
     if accept is None:
         def accept(gain: float, kl: float, max_state_kl: float, expected: float) -> str:
             return accept_reason(gain, kl, max_state_kl, expected, max_kl)
