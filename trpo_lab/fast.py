@@ -110,10 +110,10 @@ class Adam:
     for operation (same numbers, bitwise). It is written out because building the first
     `torch.optim` optimiser imports torch._dynamo (1.5–2 s, as long as a whole CartPole run of value
     fits), and because for these small networks torch.optim's per-step bookkeeping costs more than
-    the arithmetic. Takes
-    the gradients as an argument (`step(grads)`), so no `.grad` buffers are kept or zeroed; or, with
-    no argument, reads them from `self.grads`, per-parameter views of one flat buffer that a caller
-    can write into directly (`fit_mlp_value` does), which saves concatenating them every step.
+    the arithmetic. Takes the gradients as an argument (`step(grads)`), so no `.grad` buffers are
+    kept or zeroed; or, with no argument, reads them from `self.grads`, per-parameter views of one
+    flat buffer that a caller can write into directly (`fit_mlp_value` does), which saves
+    concatenating them every step.
     """
 
     ALIGN = 16
@@ -292,13 +292,13 @@ def fit_mlp_value(layers: Layers, optimizer: Adam, obs: Tensor, targets: Tensor,
     if len(optimizer.params) != len(mine) or any(p is not q for p, q in zip(optimizer.params, mine)):
         raise ValueError("the optimiser's parameters must be the layers' weights and biases, in order")
     weights, biases, relu = _unpack(layers)
+    t = optimizer.t
     with torch.jit.optimized_execution(False):
         optimizer.t = _compiled_fit_epochs()(
             weights, biases, relu, optimizer.params, optimizer._updates, optimizer.grads,
             optimizer._g_flat, optimizer._m_flat, optimizer._v_flat, optimizer._update_flat, obs, targets,
-            orders, minibatch_size,
-            optimizer.t, optimizer.lr, optimizer.betas[0], optimizer.betas[1], optimizer.eps)
-    return len(orders) * -(-obs.shape[0] // minibatch_size)
+            orders, minibatch_size, t, optimizer.lr, optimizer.betas[0], optimizer.betas[1], optimizer.eps)
+    return optimizer.t - t
 
 
 def _fit_epochs(weights: list[Tensor], biases: list[Tensor], relu: list[bool], params: list[Tensor],
@@ -320,10 +320,10 @@ def _fit_epochs(weights: list[Tensor], biases: list[Tensor], relu: list[bool], p
 
 @functools.cache
 def _compiled_fit_epochs():
-    """`_fit_epochs` compiled by TorchScript once a process (~0.1 s), or `_fit_epochs` itself when
-    TorchScript cannot compile it. (torch deprecates `torch.jit.script` in favour of
-    `torch.compile`, whose fused kernels would change the numbers; the pinned torch still uses
-    TorchScript internally.)"""
+    """`_fit_epochs` compiled by TorchScript once a process (~30 ms with its first call), or
+    `_fit_epochs` itself when TorchScript cannot compile it. (torch deprecates `torch.jit.script`
+    in favour of `torch.compile`, whose fused kernels would change the numbers; the pinned torch
+    still uses TorchScript internally.)"""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

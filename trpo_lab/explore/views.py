@@ -478,7 +478,6 @@ def summary_html(report: StepReport) -> str:
 def bar_values(html: str) -> dict[str, float]:
     """{bar key: value} read back from `summary_bars_html` or `summary_html` (what the page draws):
     predicted, predicted_at, actual, final_kl."""
-
     return {k: float(v) for k, v in re.findall(r"data-key='(\w+)' data-value='([^']*)'", html)}
 
 
