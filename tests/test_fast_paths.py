@@ -13,8 +13,9 @@ from helpers import small_problem
 from trpo_lab import fast
 from trpo_lab.fast import SIGMOID_TANH_MIN_SIZE, Adam, mlp_forward, mse_and_grads, tanh
 from trpo_lab.policies import ValueFunction
+from trpo_lab.problem import double_backprop_fisher_operator
 from trpo_lab.rollout import RunningMeanStd
-from trpo_lab.trust_region import mean_kl, surrogate, surrogate_and_kl
+from trpo_lab.trust_region import fisher_operator, make_update_problem, mean_kl, surrogate, surrogate_and_kl
 from trpo_lab.value import fit_value, make_value_optimizer
 
 
@@ -260,7 +261,7 @@ def test_fast_module_lists_every_path_with_its_test():
     assert named, "fast's module doc should name the tests that hold each path"
     assert all(hasattr(here, name) for name in named), sorted(n for n in named if not hasattr(here, n))
     for name in ("tanh", "tanh_", "Tanh", "mlp_forward", "Adam", "mse_and_grads", "mlp_mse_and_grads",
-                 "fit_mlp_value", "mean_and_var", "clip"):
+                 "fit_mlp_value", "gaussian_mlp_fisher_operator", "mean_and_var", "clip"):
         assert f"`{name}`" in fast.__doc__ and hasattr(fast, name)
 
 
@@ -271,3 +272,61 @@ def test_policies_and_value_use_the_fast_paths():
     assert policies.ACTIVATIONS["tanh"] is fast.Tanh and policies.mlp_forward is fast.mlp_forward
     assert value.Adam is fast.Adam and rollout.clip is fast.clip
     assert isinstance(make_value_optimizer(ValueFunction(3), "adam"), fast.Adam)
+
+
+def _gaussian_problem(hidden, n, act_dim=3, obs_dim=11, fvp_fraction=1.0, dtype=torch.float32, seed=0):
+    problem = small_problem("gaussian", n=n, seed=seed, fvp_fraction=fvp_fraction, obs_dim=obs_dim,
+                            act_dim=act_dim, hidden=hidden)
+    if dtype is torch.float64:
+        return problem
+    policy = problem.policy.float()
+    return make_update_problem(policy, problem.obs.float(), problem.actions.float(),
+                               problem.advantages.float(), fvp_fraction,
+                               generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("hidden, n, act_dim, fvp_fraction, dtype", [
+    ((64, 64), 2048, 3, 0.25, torch.float32),  # Hopper's shapes: 512 of 2,048 rows
+    ((64, 64), 512, 1, 1.0, torch.float32),  # Pendulum's, all rows
+    ((128,), 64, 2, 1.0, torch.float32),  # one layer of exactly SIGMOID_TANH_MIN_SIZE elements
+    ((64, 32, 64), 300, 4, 1.0, torch.float32),
+    ((64, 64), 256, 2, 1.0, torch.float64),
+])
+def test_written_out_fisher_product_is_double_backprops_bitwise(hidden, n, act_dim, fvp_fraction, dtype):
+    problem = _gaussian_problem(hidden, n, act_dim, fvp_fraction=fvp_fraction, dtype=dtype)
+    rows = problem.fvp_rows
+    if rows is not None and not torch.equal(problem.distribution_at(problem.theta_old, rows).mean,
+                                            problem.old_distribution(rows).mean):
+        # BLAS may sum a product of fewer rows in another order (this CPU's float64 does): then the
+        # path does not apply (see the fallback test); on the rows of the batch itself it always can
+        pytest.skip("this CPU's matrix product gives a subsample's means other bits than the batch's")
+    written_out = fast.gaussian_mlp_fisher_operator(problem)
+    assert written_out is not None, "the written-out path should apply to this problem"
+    assert fisher_operator(problem) is not None
+    autograd = double_backprop_fisher_operator(problem)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        v = torch.randn(problem.num_params, generator=g, dtype=dtype)
+        assert torch.equal(written_out(v), autograd(v))
+    # and through the public operator, which picks the written-out path
+    assert torch.equal(fisher_operator(problem)(v), autograd(v))
+
+
+def test_written_out_fisher_product_falls_back_to_double_backprop():
+    """Where the written-out products would not be autograd's, `fisher_operator` uses autograd."""
+    import dataclasses
+
+    assert fast.gaussian_mlp_fisher_operator(small_problem("categorical", n=256, hidden=(64,))) is None
+    # hidden activations of fewer than SIGMOID_TANH_MIN_SIZE elements: tanh is torch.tanh there
+    small = _gaussian_problem((64,), SIGMOID_TANH_MIN_SIZE // 64 - 1)
+    assert fast.gaussian_mlp_fisher_operator(small) is None
+    relu = small_problem("gaussian", n=256, hidden=(64,))
+    relu.policy.mean_net[1] = torch.nn.ReLU()
+    assert fast.gaussian_mlp_fisher_operator(relu) is None
+    # π_old's means not reproduced bitwise by θ_old's forward (the terms it drops would not vanish)
+    problem = _gaussian_problem((64,), 256)
+    mean, log_std = problem.old_params
+    moved = dataclasses.replace(problem, old_params=(mean + 1e-3, log_std))
+    assert fast.gaussian_mlp_fisher_operator(moved) is None
+    v = torch.randn(problem.num_params, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fisher_operator(moved)(v), double_backprop_fisher_operator(moved)(v))

@@ -301,7 +301,8 @@ def check_fisher_vector_product(student: Callable, seed: int = 0, verbose: bool 
                             "apart; the line search can (the constraint is KL(π_old ‖ π_θ))")
 
     return _run("fisher_vector_product", student, cases, verbose,
-                lambda: [pr.fisher_operator, pr.fisher_vector_product, pr.empirical_fisher_operator])
+                lambda: [pr.fisher_operator, pr.double_backprop_fisher_operator,
+                         pr.fisher_vector_product, pr.empirical_fisher_operator])
 
 
 # ───────────────────────────── line search ─────────────────────────────

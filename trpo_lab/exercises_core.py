@@ -333,5 +333,5 @@ def check_trpo_update(student: Callable, seed: int = 0, verbose: bool = True) ->
     return run("trpo_update", student, cases, verbose,
                lambda: [tr.trpo_step, tr.update_step, tr.natural_direction, tr.natural_step,
                         tr.backtracking_line_search, tr.gradient_direction, cg.conjugate_gradient,
-                        pr.fisher_operator, pr.fisher_vector_product, tr.policy_gradient,
-                        tr.surrogate_and_gradient])
+                        pr.fisher_operator, pr.double_backprop_fisher_operator, pr.fisher_vector_product,
+                        tr.policy_gradient, tr.surrogate_and_gradient])

@@ -1,7 +1,7 @@
 """The speed paths: hand-optimised stand-ins for plain torch / numpy code, fenced in one module.
 
-The math modules (`policies`, `value`, `rollout`) read plainly and call in here where a profile of
-training showed the plain version to cost more than the arithmetic (issue 5). Each path below says
+The math modules (`policies`, `value`, `rollout`, `problem`) read plainly and call in here where a
+profile of training showed the plain version to cost more than the arithmetic (issue 5). Each path below says
 what it replaces, whether it gives the same numbers bitwise or to float rounding, and which test in
 `tests/test_fast_paths.py` holds it to the plain version.
 
@@ -18,6 +18,10 @@ what it replaces, whether it gives the same numbers bitwise or to float rounding
   `fit_mlp_value` replaces fit_value's minibatch loop in Python (those gradients written into
   `Adam.grads`, then `Adam.step()`) by the same loop compiled with TorchScript: bitwise
   (`test_compiled_value_fit_is_the_python_loop_bitwise`);
+- `gaussian_mlp_fisher_operator` replaces the Fisher-vector product by double backprop for a
+  Gaussian tanh-MLP policy by autograd's operations written out: bitwise
+  (`test_written_out_fisher_product_is_double_backprops_bitwise`,
+  `test_written_out_fisher_product_falls_back_to_double_backprop`);
 - `mean_and_var`, `clip` replace `x.mean(0)`, `x.var(0)`, `np.clip`: bitwise
   (`test_normaliser_statistics_are_numpys_mean_and_var_bitwise`,
   `test_fast_numpy_helpers_are_numpys_bitwise`).
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -333,6 +338,112 @@ def _compiled_fit_epochs():
                       f"{str(error).splitlines()[0] if str(error) else ''}); it runs in Python "
                       "(same numbers, slower)", RuntimeWarning, stacklevel=3)
         return _fit_epochs
+
+
+# ───────────────────────────── the Fisher-vector product written out ─────────────────────────────
+
+
+def gaussian_mlp_fisher_operator(problem) -> Callable[[Tensor], Tensor] | None:
+    """v ↦ F v for a Gaussian policy whose mean is a tanh MLP (`GaussianPolicy`), or None where this
+    path does not apply.
+
+    Replaces `problem.double_backprop_fisher_operator` (autograd's double backward through ∇KL̄),
+    which `problem.fisher_operator` runs where this returns None. At θ_old the Hessian of the mean
+    KL is a Gauss–Newton product: with J the Jacobian of the mean network's output,
+
+        F v = (1/N) Σ_i [ J_iᵀ (J_i v) / σ²  ;  2 · v_logσ ]     (per action dimension)
+
+    computed as autograd computes it: the tangent J v forward through the network, the KL's
+    curvature, then Jᵀ back; the same ATen operations on the same layouts in the same order as the
+    double backward, minus the terms that vanish exactly at θ_old (they carry μ_θ − μ_old = 0 and
+    1 − σ²_old/σ²_θ = 0, and add zeros). So the numbers are autograd's, bitwise
+    (`test_written_out_fisher_product_is_double_backprops_bitwise`), in about half the time, and
+    building the operator needs one forward pass instead of a backward with its graph.
+
+    None (use double backprop) for another policy class or activation; for hidden layers whose
+    activations over the rows have fewer than `SIGMOID_TANH_MIN_SIZE` elements (`tanh` is then
+    `torch.tanh`, whose double backward is another sequence); and where θ_old's forward does not
+    reproduce π_old's parameters bitwise (the vanishing terms would not be exactly 0).
+    """
+    from .policies import GaussianPolicy  # policies imports this module
+
+    policy = problem.policy
+    if type(policy) is not GaussianPolicy:
+        return None
+    modules = list(policy.mean_net)
+    linears, activations = modules[0::2], modules[1::2]
+    if (len(linears) != len(activations) + 1 or any(type(m) is not nn.Linear for m in linears)
+            or any(type(m) is not Tanh for m in activations)):
+        return None
+    rows = problem.fvp_rows
+    obs = problem.obs if rows is None else problem.obs[rows]
+    n = obs.shape[0]
+    if any(n * m.out_features < SIGMOID_TANH_MIN_SIZE for m in linears[:-1]):
+        return None
+    named = list(policy.named_parameters())
+    sizes = [p.numel() for _, p in named]
+    slot = {id(p): k for k, (_, p) in enumerate(named)}  # parameter ↦ its place in θ
+    weight_at = [slot[id(m.weight)] for m in linears]
+    bias_at = [slot[id(m.bias)] for m in linears]
+    log_std_at = slot[id(policy.log_std)]
+
+    with torch.no_grad():
+        theta = [c.view_as(p) for (_, p), c in zip(named, torch.split(problem.theta_old.clone(), sizes))]
+        weights = [theta[k] for k in weight_at]
+        biases = [theta[k] for k in bias_at]
+        # the forward at θ_old: each layer's input, and σ(2z) of each hidden layer (tanh = 2σ(2z) − 1)
+        inputs, sigmoids = [obs], []
+        for w, b in zip(weights[:-1], biases[:-1]):
+            s = torch.sigmoid(torch.addmm(b, inputs[-1], w.t()) * 2.0)
+            sigmoids.append(s)
+            inputs.append(s * 2.0 - 1.0)
+        mean = torch.addmm(biases[-1], inputs[-1], weights[-1].t())
+        d = mean.shape[1]
+        old_mean, old_log_std = (problem.old_params if rows is None
+                                 else tuple(p[rows] for p in problem.old_params))
+        sigma_old = old_log_std.exp()
+        sigma = theta[log_std_at].expand(n, d).exp()
+        if not (torch.equal(mean, old_mean) and torch.equal(sigma, sigma_old)):
+            return None
+        # the KL's constants as the double backward forms them (torch.distributions' Normal KL:
+        # ½(r² + ((μ_old − μ)/σ)² − 1 − log r²) with r = σ_old/σ, summed over d, averaged over n)
+        ratio = sigma_old / sigma
+        half_over_n = (torch.ones(n, dtype=mean.dtype) / n).unsqueeze(-1).expand(n, d) * 0.5
+        twice_ratio = ratio.pow(1.0) * 2.0
+        ratio_over_sigma = sigma_old / sigma / sigma
+        curvature_log_std = half_over_n / ratio.pow(2) / ratio.pow(2)
+        transposed = [w.t() for w in weights]
+
+    @torch.no_grad()
+    def fvp(v: Tensor) -> Tensor:
+        chunks = [c.view_as(p) for (_, p), c in zip(named, torch.split(v, sizes))]
+        # J v: the mean's tangent, layer by layer: dz = (db + a dWᵀ) + da Wᵀ, da = tanh'(z) dz
+        da = None
+        for k in range(len(linears)):
+            dz = chunks[bias_at[k]] + torch.mm(inputs[k], chunks[weight_at[k]].t())
+            if da is not None:
+                dz = dz + torch.mm(da, transposed[k])
+            if k < len(linears) - 1:
+                da = torch.ops.aten.sigmoid_backward(dz * 2.0, sigmoids[k]) * 2.0
+        # the curvature: ∂²KL̄/∂μ² = 1/(nσ²) on the mean's tangent; 2/n per state on log σ's (each
+        # product in autograd's order; its sign flips pair up and are exact, so they are left out)
+        grad_mean = dz / sigma * half_over_n * 2.0 / sigma
+        grad_log_std = (chunks[log_std_at].view(1, d).expand(n, d) * sigma * ratio_over_sigma
+                        * twice_ratio * curvature_log_std * twice_ratio * ratio_over_sigma * sigma)
+        # Jᵀ: back through the network
+        out: list[Tensor] = [grad_log_std] * len(named)  # each slot is written below
+        out[log_std_at] = grad_log_std.sum(0, keepdim=True).view(d)
+        g = grad_mean
+        for k in range(len(linears) - 1, -1, -1):
+            if k < len(linears) - 1:
+                g = torch.ops.aten.sigmoid_backward(g * 2.0, sigmoids[k]) * 2.0
+            out[weight_at[k]] = torch.mm(g.t(), inputs[k]).view(-1)
+            out[bias_at[k]] = g.sum(0, keepdim=True).view(-1)
+            if k > 0:
+                g = torch.mm(g, weights[k])
+        return torch.cat(out)
+
+    return fvp
 
 
 # ───────────────────────────── numpy without the wrappers ─────────────────────────────
