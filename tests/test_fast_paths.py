@@ -290,6 +290,7 @@ def _gaussian_problem(hidden, n, act_dim=3, obs_dim=11, fvp_fraction=1.0, dtype=
     ((64, 64), 512, 1, 1.0, torch.float32),  # Pendulum's, all rows
     ((128,), 64, 2, 1.0, torch.float32),  # one layer of exactly SIGMOID_TANH_MIN_SIZE elements
     ((64, 32, 64), 300, 4, 1.0, torch.float32),
+    ((), 100, 2, 1.0, torch.float32),  # a linear mean
     ((64, 64), 256, 2, 1.0, torch.float64),
 ])
 def test_written_out_fisher_product_is_double_backprops_bitwise(hidden, n, act_dim, fvp_fraction, dtype):

@@ -35,11 +35,15 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from .problem import UpdateProblem
 
 # ───────────────────────────── tanh through the sigmoid ─────────────────────────────
 
@@ -343,7 +347,7 @@ def _compiled_fit_epochs():
 # ───────────────────────────── the Fisher-vector product written out ─────────────────────────────
 
 
-def gaussian_mlp_fisher_operator(problem) -> Callable[[Tensor], Tensor] | None:
+def gaussian_mlp_fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], Tensor] | None:
     """v ↦ F v for a Gaussian policy whose mean is a tanh MLP (`GaussianPolicy`), or None where this
     path does not apply.
 
@@ -405,8 +409,9 @@ def gaussian_mlp_fisher_operator(problem) -> Callable[[Tensor], Tensor] | None:
         sigma = theta[log_std_at].expand(n, d).exp()
         if not (torch.equal(mean, old_mean) and torch.equal(sigma, sigma_old)):
             return None
-        # the KL's constants as the double backward forms them (torch.distributions' Normal KL:
-        # ½(r² + ((μ_old − μ)/σ)² − 1 − log r²) with r = σ_old/σ, summed over d, averaged over n)
+        # the KL's constants, by the operations the double backward forms them with (from
+        # torch.distributions' Normal KL ½(r² + ((μ_old − μ)/σ)² − 1 − log r²), r = σ_old/σ, summed
+        # over d, averaged over n; r.pow(1.0), a copy of r, is the backward of r.pow(2))
         ratio = sigma_old / sigma
         half_over_n = (torch.ones(n, dtype=mean.dtype) / n).unsqueeze(-1).expand(n, d) * 0.5
         twice_ratio = ratio.pow(1.0) * 2.0
