@@ -257,3 +257,41 @@ def test_run_training_reports_an_interruption_and_cuts_metrics_atomically(tmp_pa
     monkeypatch.undo()
     run_training(None, run, resume=True, progress=False)
     assert [r["iteration"] for r in read_metrics(run)] == [1, 2, 3, 4, 5]
+
+
+def _rewrite_csv(path: Path, drop: str | None = None, add: str | None = None) -> None:
+    """metrics.csv as an older (or another) trpo_lab version would have written it."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if c != drop] + ([add] if add else [])
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval="1")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_resuming_a_csv_run_of_an_older_version_lines_its_rows_up_with_the_new_columns(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *SMALL]) == 0
+    before = read_metrics(run)
+    _rewrite_csv(run / "metrics.csv", drop="explained_variance")  # a float column added since
+    with pytest.warns(UserWarning, match=r"the columns \['explained_variance'\] are new .* 2 earlier rows "
+                                         "hold nan"):
+        assert main(["train", "--out", str(run), "--resume", "--total-steps", "2048", "--no-progress"]) == 0
+    rows = read_metrics(run)  # one header, every row readable
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["explained_variance"] != r["explained_variance"] for r in rows[:2])  # nan
+    assert rows[2]["explained_variance"] == rows[2]["explained_variance"]
+    assert [r["kl"] for r in rows[:2]] == [r["kl"] for r in before]
+
+
+def test_resuming_a_csv_run_whose_columns_cannot_be_carried_over_is_refused_untouched(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *SMALL]) == 0
+    _rewrite_csv(run / "metrics.csv", add="from_the_future")
+    before = (run / "metrics.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--total-steps", "2048", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "written by another trpo_lab version" in err and "['from_the_future']" in err
+    assert (run / "metrics.csv").read_bytes() == before

@@ -134,7 +134,9 @@ def test_random_samples_are_drawn_from_their_seed_and_combine_with_the_grid():
      "sample max_kl = ['loguniform', 0.01, inf]: loguniform takes numbers lo < hi with lo > 0 (finite)"),
     (dict(sample={"max_kl": ["loguniform", 1e-3, 1e308 * 10]}, samples=2), "loguniform takes numbers"),
     (dict(sample={"vf_epochs": ["randint", 1, 2**63]}, samples=2),
-     "randint takes numbers lo < hi with −2⁶³ ≤ lo and hi < 2⁶³ − 1"),
+     "randint takes whole numbers lo < hi with −2⁶³ ≤ lo and hi < 2⁶³ − 1"),
+    (dict(sample={"vf_epochs": ["randint", 1.5, 4]}, samples=2),
+     "sample vf_epochs = ['randint', 1.5, 4]: randint takes whole numbers lo < hi"),
     (dict(sample={"max_kl": ["uniform", 0.01, 0.1]}), "give both distributions and a number"),
 ])
 def test_bad_specs_are_refused_naming_field_and_value(kwargs, message):

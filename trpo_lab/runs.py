@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -235,6 +236,8 @@ def cut_metrics(run_dir: str | os.PathLike, fmt: str, iteration: int) -> None:
         warnings.warn(f"{str(path)!r} does not hold exactly one row for each iteration 1…{iteration} of "
                       f"the checkpoint (it holds {len(kept)} such rows)", stacklevel=2)
     text = "".join((lines[:1] if fmt == "csv" and kept else []) + [line for _, line in kept])
+    if fmt == "csv" and kept and header != list(_FIELD_TYPES):
+        text = _in_this_versions_columns(path, header, [line for _, line in kept])
     mode = path.stat().st_mode
     atomic_write(path, lambda f: f.write(text.encode()))
     os.chmod(path, mode)  # keep the file's own permissions (the new file gets 0666 less the umask)
@@ -295,6 +298,28 @@ def saved_config(run_dir: str | os.PathLike) -> TRPOConfig:
         return load_agent(run_dir / CHECKPOINT)[2]
     raise ConfigError(f"resume: {str(run_dir)!r} holds no {CHECKPOINT} or {CONFIG}: there is no run "
                       "to resume")
+
+
+def _in_this_versions_columns(path: Path, header: list[str], lines: list[str]) -> str:
+    """The csv `lines` (under `header`, written by another trpo_lab version) rewritten under this
+    version's columns, so the resumed rows line up: a column this version added is 'nan' ("does not
+    apply") in the earlier rows. A header that lacks a non-float column or has one this version does
+    not know cannot be carried over without losing or faking values: `MetricsError`."""
+    columns = list(_FIELD_TYPES)
+    added = [c for c in columns if c not in header]
+    unknown = [c for c in header if c not in _FIELD_TYPES]
+    if unknown or any(_FIELD_TYPES[c] != "float" for c in added):
+        raise MetricsError(
+            f"{str(path)!r} was written by another trpo_lab version: its columns differ from this "
+            f"version's (only there: {unknown}; only here: {added}), and its rows cannot be carried "
+            "over without losing or inventing values; resume the run with the version that started it")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, restval="nan")  # MetricsWriter's line ends
+    writer.writeheader()
+    writer.writerows(dict(zip(header, fields)) for fields in csv.reader(lines))
+    warnings.warn(f"{str(path)!r}: the columns {added} are new in this trpo_lab version; the "
+                  f"{len(lines)} earlier rows hold nan there", stacklevel=3)
+    return out.getvalue()
 
 
 def _open_resumed(run_dir: Path, total_steps: int | None, metrics: str | None) -> tuple[Trainer, str]:

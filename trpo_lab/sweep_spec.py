@@ -136,18 +136,20 @@ _INT64 = 2**63  # numpy's integers(lo, hi + 1) needs −2⁶³ ≤ lo and hi + 1
 
 def _check_bounds(name: str, dist: Sequence[Any]) -> None:
     """A 'uniform', 'loguniform' or 'randint' distribution's bounds are numbers numpy can draw between:
-    finite, lo < hi, and lo > 0 (loguniform), hi − lo finite (uniform), within int64 (randint)."""
+    finite, lo < hi, and lo > 0 (loguniform), hi − lo finite (uniform), whole and within int64
+    (randint: numpy would truncate 1.5 silently)."""
     kind = dist[0]
     rule = {"uniform": "numbers lo < hi (finite, and hi − lo finite)",
             "loguniform": "numbers lo < hi with lo > 0 (finite)",
-            "randint": "numbers lo < hi with −2⁶³ ≤ lo and hi < 2⁶³ − 1"}[kind]
+            "randint": "whole numbers lo < hi with −2⁶³ ≤ lo and hi < 2⁶³ − 1"}[kind]
     numbers = len(dist) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                      for v in dist[1:])
     if numbers:
         lo, hi = dist[1], dist[2]
         numbers = (math.isfinite(lo) and math.isfinite(hi) and lo < hi
                    and {"uniform": lambda: math.isfinite(hi - lo), "loguniform": lambda: lo > 0,
-                        "randint": lambda: -_INT64 <= lo and hi < _INT64 - 1}[kind]())
+                        "randint": lambda: (-_INT64 <= lo and hi < _INT64 - 1 and float(lo).is_integer()
+                                            and float(hi).is_integer())}[kind]())
     if not numbers:
         raise SweepError(f"sample {name} = {list(dist)!r}: {kind} takes {rule}")
 
@@ -167,7 +169,7 @@ def _draw(rng: np.random.Generator, dist: Sequence[Any], kind: str) -> Any:
         return _plain(dist[1][int(rng.integers(len(dist[1])))])
     lo, hi = dist[1], dist[2]
     if dist[0] == "randint":
-        return int(rng.integers(lo, hi + 1))
+        return int(rng.integers(int(lo), int(hi) + 1))
     value = math.exp(rng.uniform(math.log(lo), math.log(hi))) if dist[0] == "loguniform" \
         else rng.uniform(lo, hi)
     return int(round(value)) if kind == "int" else float(value)
