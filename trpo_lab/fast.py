@@ -35,15 +35,12 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-if TYPE_CHECKING:
-    from .problem import UpdateProblem
 
 # ───────────────────────────── tanh through the sigmoid ─────────────────────────────
 
@@ -347,9 +344,9 @@ def _compiled_fit_epochs():
 # ───────────────────────────── the Fisher-vector product written out ─────────────────────────────
 
 
-def gaussian_mlp_fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], Tensor] | None:
-    """v ↦ F v for a Gaussian policy whose mean is a tanh MLP (`GaussianPolicy`), or None where this
-    path does not apply.
+def gaussian_mlp_fisher_operator(problem: Any) -> Callable[[Tensor], Tensor] | None:
+    """v ↦ F v for an `UpdateProblem` whose Gaussian policy's mean is a tanh MLP, or None where this
+    path does not apply. (`problem` is typed Any: this module imports no other trpo_lab module.)
 
     Replaces `problem.double_backprop_fisher_operator` (autograd's double backward through ∇KL̄),
     which `problem.fisher_operator` runs where this returns None. At θ_old the Hessian of the mean
@@ -364,15 +361,15 @@ def gaussian_mlp_fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], T
     (`test_written_out_fisher_product_is_double_backprops_bitwise`), in about half the time, and
     building the operator needs one forward pass instead of a backward with its graph.
 
-    None (use double backprop) for another policy class or activation; for hidden layers whose
+    For a problem whose policy is a `policies.GaussianPolicy` (the caller checks the class: this
+    module cannot import `policies`, which imports it). None (use double backprop) for a policy
+    without a mean network and log σ, or with another activation; for hidden layers whose
     activations over the rows have fewer than `SIGMOID_TANH_MIN_SIZE` elements (`tanh` is then
     `torch.tanh`, whose double backward is another sequence); and where θ_old's forward does not
     reproduce π_old's parameters bitwise (the vanishing terms would not be exactly 0).
     """
-    from .policies import GaussianPolicy  # policies imports this module
-
     policy = problem.policy
-    if type(policy) is not GaussianPolicy:
+    if not isinstance(getattr(policy, "mean_net", None), nn.Sequential) or not hasattr(policy, "log_std"):
         return None
     modules = list(policy.mean_net)
     linears, activations = modules[0::2], modules[1::2]

@@ -19,7 +19,7 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
 from . import fast
-from .policies import Policy
+from .policies import GaussianPolicy, Policy
 
 # ───────────────────────────── flat parameters ─────────────────────────────
 
@@ -217,7 +217,9 @@ def fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], Tensor]:
     which writes autograd's operations out (bitwise the same numbers, about half the time). Uses
     `problem.fvp_rows` (a subsample, as in the paper) when it is set.
     """
-    return fast.gaussian_mlp_fisher_operator(problem) or double_backprop_fisher_operator(problem)
+    written_out = (fast.gaussian_mlp_fisher_operator(problem)
+                   if type(problem.policy) is GaussianPolicy else None)
+    return written_out or double_backprop_fisher_operator(problem)
 
 
 def double_backprop_fisher_operator(problem: UpdateProblem) -> Callable[[Tensor], Tensor]:
