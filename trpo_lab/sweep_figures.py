@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .dashboard import COLORS
-from .runs import read_metrics
+from .metrics import read_metrics
 
 
 def load_histories(out: str | Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict]]:

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .runs import read_metrics, read_result, summarize, write_json
+from .metrics import read_metrics
+from .runs import read_result, summarize, write_json
 
 
 def check_ray() -> None:
