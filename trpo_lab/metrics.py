@@ -65,6 +65,7 @@ class MetricsWriter:
 
 
 def refuse_other_metrics(run_dir: str | os.PathLike, keep: Path | None = None) -> None:
+    """`ConfigError` when `run_dir` holds a metrics file other than `keep` (another run's)."""
     others = [p.name for p in _metrics_files(run_dir) if p != keep]
     if others:
         raise ConfigError(f"{str(run_dir)!r} already holds {' and '.join(others)} from another run; a "
