@@ -331,3 +331,11 @@ def test_written_out_fisher_product_falls_back_to_double_backprop():
     assert fast.gaussian_mlp_fisher_operator(moved) is None
     v = torch.randn(problem.num_params, generator=torch.Generator().manual_seed(0))
     assert torch.equal(fisher_operator(moved)(v), double_backprop_fisher_operator(moved)(v))
+
+
+def test_fisher_operator_takes_the_written_out_path_for_a_gaussian_mlp():
+    """The speed path is used, not only correct: `fisher_operator` returns its products."""
+    operator = fisher_operator(_gaussian_problem((64, 64), 512))
+    assert "gaussian_mlp_fisher_operator" in getattr(operator, "__wrapped__", operator).__qualname__
+    categorical = fisher_operator(small_problem("categorical", n=256, hidden=(64,)))
+    assert "double_backprop_fisher_operator" in categorical.__qualname__
