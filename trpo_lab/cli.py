@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import PRESETS, VINE_PRESETS, ConfigError, TRPOConfig, field_docs
+from .config import PRESETS, VINE_PRESETS, ConfigError, TRPOConfig, field_docs, preset_fields
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -151,8 +151,7 @@ def _check_resume_flags(args: argparse.Namespace, overrides: dict, saved: TRPOCo
     config is an error naming it; only --total-steps may change."""
     given = {name: (_shown_flag(name, value), value) for name, value in overrides.items()}
     if args.preset:
-        preset = {**PRESETS[args.preset], **(VINE_PRESETS.get(args.preset, {})
-                                             if overrides.get("sampling") == "vine" else {})}
+        preset = preset_fields(args.preset, overrides.get("sampling"))
         given = {**{name: (f"--preset {args.preset} (its {name} = {value!r})", value)
                     for name, value in preset.items()}, **given}
     given.pop("total_steps", None)

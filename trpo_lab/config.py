@@ -158,10 +158,15 @@ class TRPOConfig(StepSettings):
     def from_preset(cls, name: str, **overrides: Any) -> TRPOConfig:
         """The preset for an environment (see `PRESETS`), with optional overrides. With
         `sampling='vine'`, the env's `VINE_PRESETS` entry (if any) goes on top of its preset."""
-        if name not in PRESETS:
-            raise ConfigError(f"preset = {name!r} is not known; presets are: {sorted(PRESETS)}")
-        vine = VINE_PRESETS.get(name, {}) if overrides.get("sampling") == "vine" else {}
-        return cls().replace(**{**PRESETS[name], **vine, **overrides})
+        return cls().replace(**{**preset_fields(name, overrides.get("sampling")), **overrides})
+
+
+def preset_fields(name: str, sampling: str | None = None) -> dict[str, Any]:
+    """The fields a preset sets: `PRESETS[name]`, with its `VINE_PRESETS` entry on top when
+    `sampling` is 'vine'."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset = {name!r} is not known; presets are: {sorted(PRESETS)}")
+    return {**PRESETS[name], **(VINE_PRESETS.get(name, {}) if sampling == "vine" else {})}
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -389,6 +389,8 @@ def gaussian_mlp_fisher_operator(problem: Any) -> Callable[[Tensor], Tensor] | N
     log_std_at = slot[id(policy.log_std)]
 
     with torch.no_grad():
+        # views of a fresh copy of θ_old, as double backprop's (the same chunks at the same alignment:
+        # BLAS kernels may sum in another order at another one)
         theta = [c.view_as(p) for (_, p), c in zip(named, torch.split(problem.theta_old.clone(), sizes))]
         weights = [theta[k] for k in weight_at]
         biases = [theta[k] for k in bias_at]
