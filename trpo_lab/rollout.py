@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from .fast import clip, mean_and_var
 from .policies import Policy
+from .settings import is_number
 
 
 class EnvError(RuntimeError):
@@ -32,8 +32,7 @@ class RunningMeanStd:
     """Running mean and variance of observations (Chan et al. parallel update), in float64."""
 
     def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8):
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not (
-                math.isfinite(clip) and clip > 0):
+        if not is_number(clip, 0.0, lo_open=True):
             raise ValueError(f"clip = {clip!r} is not allowed: a finite number > 0 (observations are "
                              "clipped to ±clip after normalising)")
         self.mean = np.zeros(shape, np.float64)

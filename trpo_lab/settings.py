@@ -40,12 +40,16 @@ class Setting:
     rules: tuple[str, ...] = UPDATE_RULES  # the update rules that read this setting
 
 
+def is_number(v: Any, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+              hi_open: bool = False) -> bool:
+    """v is a finite int or float (not a bool) in [lo, hi] (an end open where asked)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return False
+    return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+
 def _number(lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False):
-    def check(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    return check
+    return lambda v: is_number(v, lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def _integer(lo: int):

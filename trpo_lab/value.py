@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .fast import Adam, fit_mlp_value, mlp_layers, mlp_mse_and_grads
 from .policies import ValueFunction
+from .settings import is_number
 
 LBFGS_ITERS = 20
 """Default L-BFGS iterations per `optimizer.step` call (`TRPOConfig.vf_lbfgs_iters`)."""
@@ -78,7 +79,7 @@ def make_value_optimizer(value_fn: ValueFunction, method: str = "adam", lr: floa
                          lbfgs_iters: int = LBFGS_ITERS) -> Adam | torch.optim.LBFGS:
     """The optimiser `fit_value` expects: `Adam`, or L-BFGS with a strong-Wolfe line search and up
     to `lbfgs_iters` iterations per call."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    if not is_number(lr, 0.0, lo_open=True):
         raise ValueError(f"lr = {lr!r} is not allowed: a finite number > 0")
     if method == "adam":
         return Adam(value_fn.parameters(), lr=lr)
